@@ -1,0 +1,258 @@
+//! The backend's side of the opening handshake. The proxy makes its own upgrade request to the
+//! plain `ws://` backend (fresh key, hop-by-hop headers and extensions removed, forwarding
+//! headers set), all within `timeouts.backend_connect`, and checks the 101 as a client must.
+//! A non-101 answer is handed back to be relayed as it is, and no tunnel is opened.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::FusedFuture;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+
+use crate::config::Route;
+use crate::handshake::{Refusal, Upgrade, has_token};
+
+/// The most of a refusing backend's body that is relayed to the client.
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+/// Response head cap for the backend's answer (hyper's minimum is 8 KiB).
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Headers that belong to one hop and are never copied to the next one.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers of the WebSocket handshake itself, or that the proxy sets, never copied.
+const PROXY_OWNED: [HeaderName; 10] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_ACCEPT,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+
+/// What the backend answered.
+pub enum Answer {
+    /// 101: the upgraded connection and the subprotocol the backend chose.
+    Upgraded {
+        io: TokioIo<Upgraded>,
+        protocol: Option<HeaderValue>,
+    },
+    /// Anything else, ready to be relayed to the client as it is.
+    Refused(Response<Full<Bytes>>),
+}
+
+/// Connects and performs the upgrade, all before `timeouts.backend_connect` runs out.
+pub async fn open(
+    route: &Route,
+    target: &str,
+    client: &Request<Incoming>,
+    upgrade: &Upgrade,
+    peer: SocketAddr,
+) -> Result<Answer, Refusal> {
+    let deadline = Instant::now() + route.backend_connect;
+    timeout_at(deadline, open_inner(route, target, client, upgrade, peer))
+        .await
+        .unwrap_or(Err(Refusal::BackendTimeout))
+}
+
+async fn open_inner(
+    route: &Route,
+    target: &str,
+    client: &Request<Incoming>,
+    upgrade: &Upgrade,
+    peer: SocketAddr,
+) -> Result<Answer, Refusal> {
+    let tcp = TcpStream::connect(route.backend.authority.as_str())
+        .await
+        .map_err(|_| Refusal::BackendRefused)?;
+    // Messages are small and latency matters more than segment count on both legs.
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_HEAD)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .map_err(|_| Refusal::BackendRefused)?;
+    // The connection future must be polled for anything to move; it may finish (handing the
+    // socket to the upgrade) before the response future does, hence fused.
+    let mut conn = conn.with_upgrades().fuse();
+
+    let key = generate_key();
+    let request = request(route, target, client, upgrade, peer, &key)?;
+    let mut response = alongside(&mut conn, sender.send_request(request))
+        .await
+        .map_err(|_| Refusal::BackendInvalid("backend closed before answering"))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return relay_refusal(response, &mut conn).await;
+    }
+    let protocol = check_accept(response.headers(), &key, upgrade)?;
+    let upgraded = alongside(&mut conn, hyper::upgrade::on(&mut response))
+        .await
+        .map_err(|_| Refusal::BackendInvalid("backend upgrade failed"))?;
+    Ok(Answer::Upgraded {
+        io: TokioIo::new(upgraded),
+        protocol,
+    })
+}
+
+/// Runs `work` while also polling the backend connection, which drives its I/O.
+async fn alongside<C, T>(conn: &mut C, work: impl Future<Output = T>) -> T
+where
+    C: FusedFuture + Unpin,
+{
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = &mut *conn, if !conn.is_terminated() => {}
+        }
+    }
+}
+
+/// The proxy's own upgrade request, built from the client's.
+fn request(
+    route: &Route,
+    target: &str,
+    client: &Request<Incoming>,
+    upgrade: &Upgrade,
+    peer: SocketAddr,
+    key: &str,
+) -> Result<Request<Empty<Bytes>>, Refusal> {
+    let mut request = Request::get(target)
+        .body(Empty::new())
+        .map_err(|_| Refusal::Malformed("the path cannot be forwarded"))?;
+    let headers = request.headers_mut();
+    copy_end_to_end(client.headers(), headers, &PROXY_OWNED);
+    let value =
+        |text: &str| HeaderValue::from_str(text).map_err(|_| Refusal::Malformed("invalid header"));
+    headers.insert(header::HOST, value(&route.backend.authority)?);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    headers.insert(header::SEC_WEBSOCKET_KEY, value(key)?);
+    headers.insert("x-forwarded-for", value(&peer.ip().to_string())?);
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    if let Some(host) = client.headers().get(header::HOST) {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    if !upgrade.protocols.is_empty() {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            value(&upgrade.protocols.join(", "))?,
+        );
+    }
+    Ok(request)
+}
+
+/// Copies every header except hop-by-hop ones, those the `Connection` header names, and
+/// `skip`.
+fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[HeaderName]) {
+    let named_by_connection: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in from {
+        let dropped = HOP_BY_HOP.contains(name)
+            || skip.contains(name)
+            || named_by_connection.iter().any(|n| n == name.as_str());
+        if !dropped {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Validates the backend's 101 as RFC 6455 section 4.1 requires of a client.
+fn check_accept(
+    headers: &HeaderMap,
+    key: &str,
+    upgrade: &Upgrade,
+) -> Result<Option<HeaderValue>, Refusal> {
+    if !has_token(headers, &header::UPGRADE, "websocket")
+        || !has_token(headers, &header::CONNECTION, "upgrade")
+    {
+        return Err(Refusal::BackendInvalid(
+            "backend 101 lacks Upgrade/Connection",
+        ));
+    }
+    let expected = derive_accept_key(key.as_bytes());
+    let accept = headers.get(header::SEC_WEBSOCKET_ACCEPT);
+    if accept.is_none_or(|accept| accept.as_bytes() != expected.as_bytes()) {
+        return Err(Refusal::BackendInvalid(
+            "backend Sec-WebSocket-Accept does not match",
+        ));
+    }
+    if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(Refusal::BackendInvalid(
+            "backend chose an extension nobody offered",
+        ));
+    }
+    let mut chosen = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let protocol = chosen.next().cloned();
+    if chosen.next().is_some() {
+        return Err(Refusal::BackendInvalid(
+            "backend chose several subprotocols",
+        ));
+    }
+    if let Some(protocol) = &protocol {
+        let offered = protocol
+            .to_str()
+            .is_ok_and(|p| upgrade.protocols.iter().any(|o| o == p));
+        if !offered {
+            return Err(Refusal::BackendInvalid(
+                "backend chose a subprotocol nobody offered",
+            ));
+        }
+    }
+    Ok(protocol)
+}
+
+/// Reads a refusing backend's body (bounded) and builds the answer for the client.
+async fn relay_refusal<C>(response: Response<Incoming>, conn: &mut C) -> Result<Answer, Refusal>
+where
+    C: FusedFuture + Unpin,
+{
+    let (parts, body) = response.into_parts();
+    let body = alongside(conn, Limited::new(body, MAX_REFUSAL_BODY).collect())
+        .await
+        .map_err(|_| Refusal::BackendInvalid("backend refusal body unreadable or too large"))?
+        .to_bytes();
+    let mut answer = Response::new(Full::new(body));
+    *answer.status_mut() = parts.status;
+    copy_end_to_end(
+        &parts.headers,
+        answer.headers_mut(),
+        &[header::CONTENT_LENGTH],
+    );
+    answer
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(Answer::Refused(answer))
+}

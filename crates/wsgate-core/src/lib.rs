@@ -1,0 +1,30 @@
+//! wsgate: a TLS-terminating, authenticating reverse proxy for WebSockets.
+//!
+//! This library holds all runtime behaviour; the `wsgate` binary only parses the command line,
+//! sets up logging and signals, and calls into it. Architecture, in the order a connection
+//! meets it:
+//!
+//! - [`config`]: the YAML routing file, validated into a typed [`Config`].
+//! - [`server`]: listeners, accept loop, the per-connection task and graceful shutdown.
+//! - [`tls`]: the rustls configuration of the public listener.
+//! - [`handshake`]: RFC 6455 checks on the client's upgrade request and every refusal status.
+//! - [`router`]: host and path-prefix routing.
+//! - [`backend`]: the proxy's own upgrade request to the plain `ws://` backend.
+//! - [`relay`]: the live session, frames in both directions and close handling.
+//! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`demo`]: `wsgate demo`, everything embedded on loopback.
+
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod handshake;
+pub mod metrics;
+pub mod relay;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+mod admin;
+
+pub use config::Config;
+pub use server::{Error, Server};

@@ -1,0 +1,235 @@
+//! Prometheus metrics (DESIGN.md section 5), registered once at start-up. Each route gets a
+//! [`RouteMetrics`] of handles resolved once, so relaying a message is an atomic add, never a
+//! label look-up. Labels carry route names, results and codes only: nothing per user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    route: Arc<str>,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    route: Arc<str>,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    route: Arc<str>,
+    kind: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+fn session_histogram() -> Histogram {
+    // 100 ms .. ~1.8 days
+    Histogram::new(exponential_buckets(0.1, 4.0, 12))
+}
+
+fn handshake_histogram() -> Histogram {
+    // 0.5 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// The process's metric families and their registry.
+pub struct Metrics {
+    registry: Registry,
+    connections_active: Family<RouteLabel, Gauge>,
+    handshakes: Family<ResultLabels, Counter>,
+    messages: Family<DirectionLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    closes: Family<CodeLabels, Counter>,
+    backend_errors: Family<KindLabels, Counter>,
+    session_duration: HistogramFamily,
+    handshake_duration: HistogramFamily,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wsgate");
+        let metrics = Metrics {
+            connections_active: Family::default(),
+            handshakes: Family::default(),
+            messages: Family::default(),
+            bytes: Family::default(),
+            closes: Family::default(),
+            backend_errors: Family::default(),
+            session_duration: Family::new_with_constructor(session_histogram),
+            handshake_duration: Family::new_with_constructor(handshake_histogram),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_active",
+            "Live WebSocket sessions",
+            metrics.connections_active.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "Upgrade requests by outcome",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "messages",
+            "Relayed data messages",
+            metrics.messages.clone(),
+        );
+        registry.register("bytes", "Relayed payload bytes", metrics.bytes.clone());
+        registry.register(
+            "closes",
+            "Closed sessions by the close code the client saw",
+            metrics.closes.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Failures reaching or talking to a backend",
+            metrics.backend_errors.clone(),
+        );
+        registry.register(
+            "session_duration_seconds",
+            "How long sessions lasted",
+            metrics.session_duration.clone(),
+        );
+        registry.register(
+            "handshake_duration_seconds",
+            "Time from the upgrade request to the 101 or the refusal",
+            metrics.handshake_duration.clone(),
+        );
+        registry.register(
+            "build",
+            "wsgate version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Handles for one route (or `""` for requests that matched none).
+    pub fn route(self: &Arc<Self>, name: &str) -> RouteMetrics {
+        let route: Arc<str> = Arc::from(name);
+        let direction = |family: &Family<DirectionLabels, Counter>, direction| {
+            family.get_or_create_owned(&DirectionLabels {
+                route: route.clone(),
+                direction,
+            })
+        };
+        let label = RouteLabel {
+            route: route.clone(),
+        };
+        RouteMetrics {
+            active: self.connections_active.get_or_create_owned(&label),
+            messages_up: direction(&self.messages, UP),
+            messages_down: direction(&self.messages, DOWN),
+            bytes_up: direction(&self.bytes, UP),
+            bytes_down: direction(&self.bytes, DOWN),
+            session_duration: self.session_duration.get_or_create_owned(&label),
+            handshake_duration: self.handshake_duration.get_or_create_owned(&label),
+            metrics: self.clone(),
+            route,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+const UP: &str = "client_to_backend";
+const DOWN: &str = "backend_to_client";
+
+/// Pre-resolved handles for one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    pub active: Gauge,
+    pub messages_up: Counter,
+    pub messages_down: Counter,
+    pub bytes_up: Counter,
+    pub bytes_down: Counter,
+    session_duration: Histogram,
+    handshake_duration: Histogram,
+    metrics: Arc<Metrics>,
+    route: Arc<str>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
+impl RouteMetrics {
+    /// Counts a finished handshake (`result` is `ok` or a refusal's label).
+    pub fn handshake(&self, result: &'static str, took: Duration) {
+        self.metrics
+            .handshakes
+            .get_or_create(&ResultLabels {
+                route: self.route.clone(),
+                result,
+            })
+            .inc();
+        self.handshake_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn backend_error(&self, kind: &'static str) {
+        self.metrics
+            .backend_errors
+            .get_or_create(&KindLabels {
+                route: self.route.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn closed(&self, code: u16, lasted: Duration) {
+        self.metrics
+            .closes
+            .get_or_create(&CodeLabels {
+                route: self.route.clone(),
+                code,
+            })
+            .inc();
+        self.session_duration.observe(lasted.as_secs_f64());
+    }
+}

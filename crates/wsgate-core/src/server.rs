@@ -1,0 +1,395 @@
+//! Binding, the accept loop, the per-connection task and graceful shutdown.
+//!
+//! One task per connection runs the lifecycle top to bottom: admission (global cap) -> TLS
+//! under the handshake deadline -> the upgrade request (header deadline, size cap) -> route ->
+//! backend handshake -> 101 -> relay -> access log and metrics.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backend::{self, Answer};
+use crate::config::{Config, Route};
+use crate::handshake::{self, Refusal};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::router::{Router, backend_target};
+use crate::{admin, relay, tls};
+
+/// Cap on the upgrade request's head (request line and headers): larger gets 431.
+const MAX_REQUEST_HEAD: usize = 32 * 1024;
+const MAX_REQUEST_HEADERS: usize = 100;
+/// Connections over `listen.max_connections` still get a 503 while this few are being
+/// refused at once; past that they are closed unanswered so refusing stays cheap.
+const MAX_REFUSING: usize = 64;
+/// Pause after a failed accept (such as EMFILE) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind the {what} listener on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+}
+
+/// A route with what it needs at run time, built once.
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub route: Route,
+    pub metrics: RouteMetrics,
+    pub websocket: WebSocketConfig,
+}
+
+impl AsRef<Route> for RouteEntry {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
+}
+
+/// State shared by every connection task.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    router: Router<RouteEntry>,
+    unrouted: RouteMetrics,
+    tls: TlsAcceptor,
+    pub(crate) metrics: Arc<Metrics>,
+    connections: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+    /// Cancelled when the drain starts.
+    pub(crate) draining: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The proxy, bound and ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// Binds the public and admin listeners (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let bind = |what, address| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| Error::Bind {
+                    what,
+                    address,
+                    source,
+                })
+        };
+        let listener = bind("public", config.listen.address).await?;
+        let admin = bind("admin", config.admin.address).await?;
+        let tls = TlsAcceptor::from(config.listen.tls.server_config()?);
+        let metrics = Arc::new(Metrics::new());
+        let router = Router::new(config.routes.iter().map(|route| RouteEntry {
+            metrics: metrics.route(&route.name),
+            websocket: relay::websocket_config(route.max_message_size),
+            route: route.clone(),
+        }));
+        let shared = Shared {
+            router,
+            unrouted: metrics.route(""),
+            tls,
+            connections: Arc::new(Semaphore::new(config.listen.max_connections)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            metrics,
+            draining: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            config,
+        };
+        Ok(Server {
+            shared: Arc::new(shared),
+            listener,
+            admin,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` completes, then drains: new upgrades get 503, sessions are
+    /// closed with 1001, and the wait is bounded by `listen.shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let Server {
+            shared,
+            listener,
+            admin,
+        } = self;
+        let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
+        info!(
+            address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            routes = shared.config.routes.len(),
+            "wsgate listening"
+        );
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => admit(&shared, tcp, peer),
+                    Err(error) => {
+                        warn!(%error, "accept failed; backing off");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        shared.draining.cancel();
+        shared.tracker.close();
+        let grace = shared.config.listen.shutdown_grace;
+        info!(connections = shared.tracker.len(), ?grace, "draining");
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                connections = shared.tracker.len(),
+                "shutdown grace ran out; closing the rest"
+            );
+        }
+        admin_task.abort();
+    }
+}
+
+/// Takes a connection permit before any TLS work, then spawns the connection's task.
+fn admit(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let permit = match shared.connections.clone().try_acquire_owned() {
+        Ok(permit) => Admission::Admitted(permit),
+        Err(_) => match shared.refusing.clone().try_acquire_owned() {
+            Ok(permit) => Admission::OverCap(permit),
+            Err(_) => {
+                debug!(%peer, "over the connection cap; closed unanswered");
+                return;
+            }
+        },
+    };
+    let shared = shared.clone();
+    shared
+        .tracker
+        .clone()
+        .spawn(connection(shared, tcp, peer, permit));
+}
+
+enum Admission {
+    Admitted(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// Over `listen.max_connections`: answered with 503 and closed.
+    OverCap(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+/// A session whose 101 is on its way: what the relay needs once hyper hands over the socket.
+struct Pending {
+    entry: Arc<RouteEntry>,
+    client: OnUpgrade,
+    backend: TokioIo<Upgraded>,
+    started: Instant,
+}
+
+async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admission: Admission) {
+    let deadline = Instant::now() + shared.config.listen.handshake_timeout;
+    let _ = tcp.set_nodelay(true);
+    let tls = match timeout_at(deadline, shared.tls.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => return debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+    };
+    let over_cap = matches!(admission, Admission::OverCap(_));
+    let slot: Arc<Mutex<Option<Pending>>> = Arc::default();
+    let service = {
+        let (shared, slot) = (shared.clone(), slot.clone());
+        service_fn(move |request| {
+            let (shared, slot) = (shared.clone(), slot.clone());
+            async move { Ok::<_, Infallible>(handle(&shared, request, peer, over_cap, &slot).await) }
+        })
+    };
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_REQUEST_HEADERS)
+        // Keep-alive stays on so the 101 is not marked `Connection: close`; every refusal
+        // carries `Connection: close` instead, so one connection serves one request and
+        // nothing can be smuggled behind a refused upgrade.
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades()
+        .await;
+    if let Err(error) = served {
+        debug!(%peer, %error, "HTTP connection ended with an error");
+    }
+    let pending = slot.lock().map(|mut slot| slot.take()).unwrap_or_default();
+    if let Some(pending) = pending {
+        session(&shared, pending, peer).await;
+    }
+    drop(admission);
+}
+
+/// Answers the upgrade request: a refusal, the backend's own refusal, or a 101.
+async fn handle(
+    shared: &Shared,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    over_cap: bool,
+    slot: &Mutex<Option<Pending>>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let (response, metrics, result) = match route_and_open(shared, &request, peer, over_cap).await {
+        Opened::Refused(entry, refusal) => {
+            let metrics = entry
+                .as_ref()
+                .map_or(&shared.unrouted, |e| &e.metrics)
+                .clone();
+            let route = entry.as_ref().map_or("", |e| e.route.name.as_str());
+            if matches!(
+                refusal,
+                Refusal::BackendRefused | Refusal::BackendTimeout | Refusal::BackendInvalid(_)
+            ) {
+                metrics.backend_error(refusal.result());
+            }
+            info!(target: "wsgate::access", %peer, route, ?path, status = refusal.status().as_u16(),
+                result = refusal.result(), reason = refusal.reason(), "refused");
+            (refusal.response(), metrics, refusal.result())
+        }
+        Opened::Answered(entry, Answer::Refused(response), _) => {
+            entry.metrics.backend_error("backend_status");
+            info!(target: "wsgate::access", %peer, route = entry.route.name, ?path,
+                status = response.status().as_u16(), result = "backend_status",
+                reason = "backend refused the upgrade", "refused");
+            (response, entry.metrics.clone(), "backend_status")
+        }
+        Opened::Answered(entry, Answer::Upgraded { io, protocol }, key) => {
+            let response = switching_protocols(&key, protocol);
+            let metrics = entry.metrics.clone();
+            let client = hyper::upgrade::on(&mut request);
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(Pending {
+                    entry,
+                    client,
+                    backend: io,
+                    started,
+                });
+            }
+            (response, metrics, "ok")
+        }
+    };
+    metrics.handshake(result, started.elapsed());
+    response
+}
+
+enum Opened {
+    /// Refused by the proxy, with the route if one had matched.
+    Refused(Option<Arc<RouteEntry>>, Refusal),
+    /// The backend answered; the client's key is kept for the 101.
+    Answered(Arc<RouteEntry>, Answer, HeaderValue),
+}
+
+/// Cheap checks first, then the backend.
+async fn route_and_open(
+    shared: &Shared,
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    over_cap: bool,
+) -> Opened {
+    if over_cap {
+        return Opened::Refused(None, Refusal::Overloaded);
+    }
+    if shared.draining.is_cancelled() {
+        return Opened::Refused(None, Refusal::Draining);
+    }
+    let upgrade = match handshake::validate(request) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return Opened::Refused(None, refusal),
+    };
+    let path = request.uri().path();
+    let Some(entry) = shared.router.find(&upgrade.host, path) else {
+        return Opened::Refused(None, Refusal::NoRoute);
+    };
+    let target = backend_target(&entry.route, path, request.uri().query());
+    match backend::open(&entry.route, &target, request, &upgrade, peer).await {
+        Ok(answer) => Opened::Answered(entry.clone(), answer, upgrade.key),
+        Err(refusal) => Opened::Refused(Some(entry.clone()), refusal),
+    }
+}
+
+fn switching_protocols(
+    client_key: &HeaderValue,
+    protocol: Option<HeaderValue>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = derive_accept_key(client_key.as_bytes());
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
+}
+
+/// The live session, from the upgraded sockets to the access log line.
+async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
+    let Pending {
+        entry,
+        client,
+        backend,
+        started,
+    } = pending;
+    let route = entry.route.name.as_str();
+    let client = match client.await {
+        Ok(client) => TokioIo::new(client),
+        Err(error) => return debug!(%peer, route, %error, "client upgrade failed"),
+    };
+    let client =
+        WebSocketStream::from_raw_socket(client, Role::Server, Some(entry.websocket)).await;
+    let backend =
+        WebSocketStream::from_raw_socket(backend, Role::Client, Some(entry.websocket)).await;
+    entry.metrics.active.inc();
+    let outcome = relay::run(client, backend, &entry.metrics, &shared.draining).await;
+    entry.metrics.active.dec();
+    let lasted = started.elapsed();
+    entry.metrics.closed(outcome.code, lasted);
+    info!(target: "wsgate::access", %peer, route, code = outcome.code, by = outcome.by,
+        reason = outcome.reason, duration_ms = lasted.as_millis() as u64,
+        messages_in = outcome.up.messages, bytes_in = outcome.up.bytes,
+        messages_out = outcome.down.messages, bytes_out = outcome.down.bytes, "session closed");
+}
