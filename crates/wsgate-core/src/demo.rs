@@ -3,7 +3,7 @@
 //! a real WSS client before it hands over to the user.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -166,7 +166,7 @@ async fn self_check(
     Ok(echoed)
 }
 
-fn print_instructions(url: &str, addr: SocketAddr, admin: SocketAddr, ca: &PathBuf, echoed: &str) {
+fn print_instructions(url: &str, addr: SocketAddr, admin: SocketAddr, ca: &Path, echoed: &str) {
     let port = addr.port();
     println!(
         "\

@@ -241,7 +241,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
-        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_header_size(MAX_REQUEST_HEAD)
         .max_headers(MAX_REQUEST_HEADERS)
         // Keep-alive stays on so the 101 is not marked `Connection: close`; every refusal
         // carries `Connection: close` instead, so one connection serves one request and

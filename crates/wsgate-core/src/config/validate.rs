@@ -16,7 +16,7 @@ use super::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHUTDOWN_GRACE, Error, HostMatch,
     Listen, Problem, Route, units,
 };
-use crate::tls::Identity;
+use crate::tls::{self, Identity};
 
 /// Largest `max_message_size` accepted: a message is buffered whole before it is relayed.
 const MAX_MESSAGE_SIZE_CEILING: u64 = 64 << 20;
@@ -62,7 +62,9 @@ fn deserialize(text: &str) -> Result<raw::Root, Problem> {
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
-        if path == "." {
+        // `Spanned<T>` shows up in serde's path as a `value` field; users never wrote it.
+        path = path.replace(".value", "");
+        if path == "." || path == "value" {
             path.clear();
         }
         Problem {
@@ -83,7 +85,8 @@ impl Validator<'_> {
     fn fail(&mut self, path: &str, at: &Location, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.to_owned(),
-            line: at.line(),
+            // Keys missing at the top level have no node of their own: point at the start.
+            line: at.line().max(1),
             message: message.into(),
         });
     }
@@ -228,11 +231,20 @@ impl Validator<'_> {
         let at = &tls.referenced;
         let cert = self.required("listen.tls.cert", at, &tls.value.cert, |p| Ok(p.to_owned()));
         let key = self.required("listen.tls.key", at, &tls.value.key, |p| Ok(p.to_owned()));
-        let (cert, key) = (self.base.join(cert?), self.base.join(key?));
-        match Identity::from_pem_files(&cert, &key) {
+        let (cert_path, key_path) = (self.base.join(cert?), self.base.join(key?));
+        match Identity::from_pem_files(&cert_path, &key_path) {
             Ok(identity) => Some(Arc::new(identity)),
             Err(error) => {
-                self.fail("listen.tls", at, error.to_string());
+                // Point at the file that is wrong, or at the pair when they do not match.
+                let (path, scalar) = match error {
+                    tls::Error::Cert { .. } | tls::Error::NoCert { .. } => {
+                        ("listen.tls.cert", &tls.value.cert)
+                    }
+                    tls::Error::Key { .. } => ("listen.tls.key", &tls.value.key),
+                    tls::Error::Rustls(_) => ("listen.tls", &None),
+                };
+                let line = scalar.as_ref().map_or(at, |s| &s.referenced);
+                self.fail(path, line, error.to_string());
                 None
             }
         }
@@ -527,17 +539,17 @@ mod tests {
         assert_eq!(substitute("a$b", &env), Ok("a$b".to_owned()));
         assert!(
             substitute("${MISSING}", &env)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("MISSING is not set")
         );
         assert!(
             substitute("${HOME_DIR", &env)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("unterminated")
         );
         assert!(
             substitute("${1X}", &env)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("not a valid")
         );
     }

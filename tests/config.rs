@@ -1,0 +1,226 @@
+//! The configuration contract: the example parses, and every bad snippet is refused with a
+//! message that names its path and line.
+
+use std::path::Path;
+
+use wsgate_core::Config;
+use wsgate_core::config::{Error, HostMatch};
+
+use crate::support::Pki;
+
+fn valid(pki: &Pki) -> String {
+    format!(
+        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\nadmin:\n  address: 127.0.0.1:0\nroutes:\n  - name: chat\n    match:\n      path: /chat\n    backend: ws://127.0.0.1:9001/ws\n",
+        pki.cert_path.display(),
+        pki.key_path.display()
+    )
+}
+
+fn problems(yaml: &str, base: &Path) -> Vec<String> {
+    let env = |name: &str| (name == "SET").then(|| "127.0.0.1:7000".to_owned());
+    match Config::parse(yaml, base, &env) {
+        Ok(_) => Vec::new(),
+        Err(Error::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        Err(other) => vec![other.to_string()],
+    }
+}
+
+#[test]
+fn the_example_parses() {
+    let pki = Pki::new();
+    let certs = pki.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir");
+    std::fs::copy(&pki.cert_path, certs.join("server.crt")).expect("copy");
+    std::fs::copy(&pki.key_path, certs.join("server.key")).expect("copy");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+            .expect("example");
+    let config =
+        Config::parse(&example, pki.dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(
+        config.listen.handshake_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        config.routes[0].host,
+        Some(HostMatch::Exact("chat.example.com".into()))
+    );
+}
+
+#[test]
+fn defaults_fill_optional_keys() {
+    let pki = Pki::new();
+    let config = Config::parse(&valid(&pki), pki.dir.path(), &|_| None).expect("valid");
+    assert_eq!(config.listen.max_connections, 50_000);
+    assert_eq!(
+        config.listen.shutdown_grace,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(config.routes[0].max_message_size, 1 << 20);
+    assert_eq!(
+        config.routes[0].backend_connect,
+        std::time::Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn environment_variables_are_substituted() {
+    let pki = Pki::new();
+    let yaml = valid(&pki).replace("address: 127.0.0.1:0\nroutes", "address: ${SET}\nroutes");
+    let env = |name: &str| (name == "SET").then(|| "127.0.0.1:7000".to_owned());
+    let config = Config::parse(&yaml, pki.dir.path(), &env).expect("valid");
+    assert_eq!(config.admin.address.port(), 7000);
+}
+
+#[test]
+fn bad_snippets_name_their_path_and_line() {
+    let pki = Pki::new();
+    let base = valid(&pki);
+    // (what to replace, replacement, expected fragment)
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "address: 127.0.0.1:0\n  tls",
+            "address: nowhere\n  tls",
+            "listen.address (line 2): \"nowhere\": expected an IP address and port",
+        ),
+        (
+            "  tls:\n",
+            "  handshake_timeout: 10\n  tls:\n",
+            "listen.handshake_timeout (line 3): \"10\": expected a duration with a unit",
+        ),
+        (
+            "  tls:\n",
+            "  max_connections: 0\n  tls:\n",
+            "listen.max_connections (line 3): \"0\": expected a whole number greater than zero",
+        ),
+        (
+            "  tls:\n",
+            "  bogus: 1\n  tls:\n",
+            "listen.bogus (line 3): unknown field `bogus`",
+        ),
+        (
+            "backend: ws://127.0.0.1:9001/ws",
+            "backend: http://x/",
+            "routes[0].backend (line 12): \"http://x/\": is not a ws:// URL",
+        ),
+        (
+            "      path: /chat",
+            "      path: chat",
+            "routes[0].match.path (line 11): \"chat\": expected an absolute path prefix",
+        ),
+        (
+            "      path: /chat",
+            "      path: /chat\n      host: \"bad host\"",
+            "routes[0].match.host (line 12)",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      max_message_size: 1 megabyte\n",
+            "routes[0].limits.max_message_size (line 14): \"1 megabyte\": expected a size with a unit",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    timeouts:\n      backend_connect: 0s\n",
+            "routes[0].timeouts.backend_connect (line 14): \"0s\": must be greater than zero",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    auth:\n      provider: corp\n",
+            "routes[0].auth (line 14): not supported yet",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    origins: any\n",
+            "routes[0].origins (line 13): not supported yet",
+        ),
+        (
+            "admin:\n",
+            "providers:\n  - name: corp\nadmin:\n",
+            "providers (line 7): not supported yet",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n  - name: chat\n    match:\n      path: /other\n    backend: ws://127.0.0.1:1/\n",
+            "routes[1].name (line 13): \"chat\" is used by an earlier route",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n  - name: twin\n    match:\n      path: /chat/\n    backend: ws://127.0.0.1:1/\n",
+            "routes[1].match (line 13): an earlier route has the same host and path",
+        ),
+        (
+            "  - name: chat\n",
+            "  - name: \"chat room\"\n",
+            "routes[0].name (line 9): \"chat room\": expected 1 to 64 letters",
+        ),
+        (
+            "address: 127.0.0.1:0\nroutes",
+            "address: ${UNSET}\nroutes",
+            "admin.address (line 7): environment variable UNSET is not set",
+        ),
+        (
+            "    match:\n      path: /chat\n",
+            "",
+            "routes[0].match (line 9): is required",
+        ),
+        (
+            "admin:\n  address: 127.0.0.1:0\n",
+            "",
+            "admin (line 1): is required",
+        ),
+    ];
+    for (from, to, expected) in table {
+        assert!(base.contains(from), "bad table entry: {from:?}");
+        let yaml = base.replacen(from, to, 1);
+        let found = problems(&yaml, pki.dir.path());
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "expected {expected:?} for\n{yaml}\ngot {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn all_value_problems_are_reported_at_once() {
+    let pki = Pki::new();
+    let yaml = valid(&pki)
+        .replace("address: 127.0.0.1:0\n  tls", "address: nowhere\n  tls")
+        .replace("backend: ws://127.0.0.1:9001/ws", "backend: http://x/")
+        .replace("      path: /chat", "      path: chat");
+    let found = problems(&yaml, pki.dir.path());
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
+
+#[test]
+fn missing_or_broken_certificates_are_reported() {
+    let pki = Pki::new();
+    let missing = valid(&pki).replace(
+        &pki.cert_path.display().to_string(),
+        "/nonexistent/server.crt",
+    );
+    let found = problems(&missing, pki.dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("listen.tls.cert (line 4): cannot read the certificate chain")),
+        "{found:#?}"
+    );
+    // A key that does not belong to the certificate.
+    let other = Pki::new();
+    let mismatched = valid(&pki).replace(
+        &pki.key_path.display().to_string(),
+        &other.key_path.display().to_string(),
+    );
+    let found = problems(&mismatched, pki.dir.path());
+    assert!(found.iter().any(|p| p.contains("listen.tls")), "{found:#?}");
+}
+
+#[test]
+fn an_empty_file_is_refused_clearly() {
+    let found = problems("  \n", Path::new("."));
+    assert!(
+        found.iter().any(|p| p.contains("the file is empty")),
+        "{found:#?}"
+    );
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests over real sockets: a real TLS listener on 127.0.0.1:0, a real WebSocket
+//! echo backend and real clients. Helpers live in `support`.
+
+mod support;
+
+mod config;
+mod forwarding;
+mod lifecycle;
+mod refusals;
+mod relay;

@@ -1,0 +1,142 @@
+//! What the backend receives: its path, forwarding headers, and nothing hop-by-hop.
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn backend_gets_the_rest_of_the_path_and_clean_forwarding_headers() {
+    let backend = EchoBackend::start(&[]).await;
+    let route = format!(
+        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/base?v=2\n",
+        backend.addr
+    );
+    let proxy = TestProxy::start_with("", &route).await;
+    let headers = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "http"),
+        ("forwarded", "for=6.6.6.6"),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        ),
+        ("proxy-authorization", "Basic c2VjcmV0"),
+        ("x-custom", "kept"),
+    ];
+    let (mut ws, response) = proxy
+        .connect_with("/echo/room/7?x=1", &headers)
+        .await
+        .expect("upgrade");
+    assert!(
+        response.headers().get("sec-websocket-extensions").is_none(),
+        "compression is declined"
+    );
+    ws.send(Message::text("ping")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("ping"));
+
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    let request = &seen[0];
+    assert_eq!(request.uri, "/base/room/7?v=2&x=1");
+    assert_eq!(request.headers_named("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(request.headers_named("x-forwarded-proto"), ["https"]);
+    assert_eq!(
+        request.header("x-forwarded-host"),
+        Some(format!("localhost:{}", proxy.addr.port()).as_str())
+    );
+    assert_eq!(
+        request.header("host"),
+        Some(backend.addr.to_string().as_str())
+    );
+    assert_eq!(request.header("x-custom"), Some("kept"));
+    for absent in [
+        "forwarded",
+        "sec-websocket-extensions",
+        "proxy-authorization",
+    ] {
+        assert_eq!(
+            request.header(absent),
+            None,
+            "{absent} must not reach the backend"
+        );
+    }
+    let key = request.header("sec-websocket-key").expect("a key");
+    assert_eq!(key.len(), 24);
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn backend_chosen_subprotocol_is_returned_to_the_client() {
+    let backend = EchoBackend::start(&["chat.v2"]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let (ws, response) = proxy
+        .connect_with("/echo", &[("sec-websocket-protocol", "chat.v1, chat.v2")])
+        .await
+        .expect("upgrade");
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(chosen, Some("chat.v2"));
+    assert_eq!(
+        backend.seen()[0].header("sec-websocket-protocol"),
+        Some("chat.v1, chat.v2")
+    );
+    drop(ws);
+    // A backend that picks nothing: the 101 has no subprotocol either.
+    let plain = EchoBackend::start(&[]).await;
+    let proxy2 = TestProxy::start(&plain.url()).await;
+    let head = proxy2
+        .raw(&upgrade_request(
+            "/echo",
+            "Sec-WebSocket-Protocol: chat.v1\r\n",
+        ))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
+        "{head}"
+    );
+    proxy.shutdown().await;
+    proxy2.shutdown().await;
+}
+
+#[tokio::test]
+async fn headers_named_by_connection_are_hop_by_hop() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let request = String::from_utf8(upgrade_request(
+        "/echo",
+        "X-Hop: only for the proxy\r\nX-Kept: yes\r\n",
+    ))
+    .expect("ascii")
+    .replace("Connection: Upgrade\r\n", "Connection: Upgrade, X-Hop\r\n");
+    let head = proxy.raw(request.as_bytes()).await;
+    assert_eq!(status(&head), 101, "{head}");
+    let seen = backend.seen();
+    assert_eq!(seen[0].header("x-hop"), None);
+    assert_eq!(seen[0].header("x-kept"), Some("yes"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn host_routes_pick_their_own_backends() {
+    let a = EchoBackend::start(&[]).await;
+    let b = EchoBackend::start(&[]).await;
+    let routes = format!(
+        "  - name: any-host\n    match:\n      path: /\n    backend: {}\n  - name: localhost\n    match:\n      host: localhost\n      path: /echo\n    backend: {}\n",
+        a.url(),
+        b.url()
+    );
+    let proxy = TestProxy::start_with("", &routes).await;
+    let ws = proxy.connect("/echo/x").await;
+    let ws2 = proxy.connect("/elsewhere").await;
+    drop((ws, ws2));
+    assert_eq!(b.seen().len(), 1, "the host route wins for /echo");
+    assert_eq!(b.seen()[0].uri, "/x");
+    assert_eq!(a.seen().len(), 1, "the catch-all takes the rest");
+    assert_eq!(a.seen()[0].uri, "/elsewhere");
+    proxy.shutdown().await;
+}

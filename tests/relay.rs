@@ -1,0 +1,200 @@
+//! The live session: data both ways, fragmentation, pings, and close propagation.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn text_and_binary_round_trip() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    ws.send(Message::text("hello")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("hello"));
+    let binary = vec![0u8, 1, 2, 255];
+    ws.send(Message::binary(binary.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut ws).await, Message::binary(binary));
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::binary(big));
+    ws.close(None).await.expect("close");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn fragmented_message_arrives_whole() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    let parts = ["frag", "mented ", "text"];
+    for (i, part) in parts.iter().enumerate() {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(part.as_bytes().to_vec(), opcode, i == parts.len() - 1);
+        ws.send(Message::Frame(frame)).await.expect("send frame");
+    }
+    assert_eq!(next(&mut ws).await, Message::text("fragmented text"));
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_the_same_payload() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("ping");
+    match within(ws.next()).await {
+        Some(Ok(Message::Pong(payload))) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+    // The session still relays after the ping.
+    ws.send(Message::text("after ping")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("after ping"));
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_burst_from_the_backend_arrives_complete_and_in_order() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    ws.send(Message::text("burst:2000")).await.expect("send");
+    for i in 0..2000 {
+        assert_eq!(next(&mut ws).await, Message::text(i.to_string()));
+    }
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_close_code_and_reason_reach_the_backend() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    let frame = CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "bye".into(),
+    };
+    ws.send(Message::Close(Some(frame))).await.expect("close");
+    assert_eq!(backend.next_close().await, Some(4000));
+    // The client's closing handshake completes with its own code echoed.
+    assert_eq!(close_code(&mut ws).await, Some(4000));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn backend_close_code_and_reason_reach_the_client() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    ws.send(Message::text("close:4321:done here"))
+        .await
+        .expect("send");
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4321);
+            assert_eq!(frame.reason.as_str(), "done here");
+        }
+        other => panic!("expected the backend's close, got {other:?}"),
+    }
+    drop(ws);
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_closes_total{route="echo",code="4321"}"#,
+        1.0,
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn backend_dropping_tcp_gives_the_client_1014() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let (head, mut session) = proxy.raw_session(&upgrade_request("/echo", "")).await;
+    assert_eq!(status(&head), 101, "{head}");
+    session.send_text("drop").await;
+    assert_eq!(session.close_code().await, 1014);
+    drop(session);
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_closes_total{route="echo",code="1014"}"#,
+        1.0,
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_dropping_tcp_gives_the_backend_1001() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut ws = proxy.connect("/echo").await;
+    ws.send(Message::text("hi")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("hi"));
+    drop(ws);
+    assert_eq!(backend.next_close().await, Some(1001));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn message_size_limit_closes_with_1009_and_spares_messages_at_the_limit() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let route = format!(
+        "  - name: small\n    match:\n      path: /echo\n    backend: {}\n    limits:\n      max_message_size: 1KiB\n",
+        backend.url()
+    );
+    let proxy = TestProxy::start_with("", &route).await;
+    let mut ws = proxy.connect("/echo").await;
+    let at_limit = vec![7u8; 1024];
+    ws.send(Message::binary(at_limit.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut ws).await, Message::binary(at_limit));
+    ws.send(Message::binary(vec![7u8; 1025]))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+    assert_eq!(backend.next_close().await, Some(1001));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_sessions_stay_separate() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        sessions.push(proxy.connect("/echo").await);
+    }
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        ws.send(Message::text(format!("session {i}")))
+            .await
+            .expect("send");
+    }
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        assert_eq!(next(ws).await, Message::text(format!("session {i}")));
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"wsgate_connections_active{route="echo"}"#),
+        20.0,
+        "{metrics}"
+    );
+    drop(sessions);
+    wait_for_sample(&proxy, r#"wsgate_connections_active{route="echo"}"#, 0.0).await;
+    proxy.shutdown().await;
+}
