@@ -452,6 +452,41 @@ impl TestProxy {
     }
 }
 
+/// A TLS connection to a proxy whose certificate `pki` issued.
+pub async fn tls_connect(addr: SocketAddr, pki: &Pki) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    within(tokio_rustls::TlsConnector::from(pki.client_config()).connect(name, tcp))
+        .await
+        .expect("TLS handshake")
+}
+
+/// A WSS session to `path` on `addr`, with extra request headers.
+pub async fn wss_connect(
+    addr: SocketAddr,
+    pki: &Pki,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        WebSocketStream<TlsStream<TcpStream>>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    WsError,
+> {
+    let url = format!("wss://localhost:{}{path}", addr.port());
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let tls = tls_connect(addr, pki).await;
+    within(tokio_tungstenite::client_async(request, tls)).await
+}
+
 /// A valid upgrade request for `path`, followed by `extra` header lines.
 pub fn upgrade_request(path: &str, extra: &str) -> Vec<u8> {
     format!(

@@ -1,0 +1,153 @@
+//! The binary as operators run it: `check` exit codes and messages, and `run` draining on
+//! SIGTERM with 1001 on both sides and exit code 0.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use futures_util::SinkExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+use support::*;
+
+const WSGATE: &str = env!("CARGO_BIN_EXE_wsgate");
+
+fn write_config(pki: &Pki, routes: &str, extra_listen: &str) -> PathBuf {
+    let path = pki.dir.path().join("wsgate.yaml");
+    let yaml = format!(
+        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: server.crt\n    key: server.key\n{extra_listen}admin:\n  address: 127.0.0.1:0\nroutes:\n{routes}"
+    );
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+fn check(config: &Path) -> (i32, String, String) {
+    let out = Command::new(WSGATE)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run wsgate");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_a_valid_file_with_exit_0() {
+    let pki = Pki::new();
+    let path = write_config(
+        &pki,
+        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://127.0.0.1:9/\n",
+        "",
+    );
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("valid (1 routes)"), "{stdout}");
+    // The same file through WSGATE_CONFIG.
+    let out = Command::new(WSGATE)
+        .arg("check")
+        .env("WSGATE_CONFIG", &path)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_64() {
+    let pki = Pki::new();
+    let routes = "  - name: echo\n    match:\n      path: echo\n    backend: http://127.0.0.1:9/\n";
+    let path = write_config(&pki, routes, "  handshake_timeout: 10\n");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 64, "{stderr}");
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}: listen.handshake_timeout (line 6)"),
+        format!("{file}: routes[0].match.path (line 12)"),
+        format!("{file}: routes[0].backend (line 13)"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in\n{stderr}"
+        );
+    }
+    let (code, _, stderr) = check(Path::new("/nonexistent/wsgate.yaml"));
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("cannot read /nonexistent/wsgate.yaml"),
+        "{stderr}"
+    );
+    // `run` refuses the same file before binding anything.
+    let out = Command::new(WSGATE)
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test]
+async fn sigterm_drains_sessions_with_1001_and_exits_0() {
+    let pki = Pki::new();
+    let mut backend = EchoBackend::start(&[]).await;
+    let routes = format!(
+        "  - name: echo\n    match:\n      path: /echo\n    backend: {}\n",
+        backend.url()
+    );
+    let path = write_config(&pki, &routes, "  shutdown_grace: 5s\n");
+    let mut child = tokio::process::Command::new(WSGATE)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wsgate");
+    let mut logs = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = within(async {
+        while let Some(line) = logs.next_line().await.expect("read log") {
+            if line.contains("wsgate listening") {
+                let start = line.find(r#""address":""#).expect("address field") + 11;
+                let end = start + line[start..].find('"').expect("end quote");
+                return line[start..end]
+                    .parse::<std::net::SocketAddr>()
+                    .expect("address");
+            }
+        }
+        panic!("wsgate exited before listening");
+    })
+    .await;
+
+    let (mut ws, _) = wss_connect(addr, &pki, "/echo", &[])
+        .await
+        .expect("upgrade");
+    ws.send(Message::text("hello")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("hello"));
+
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+    assert_eq!(backend.next_close().await, Some(1001));
+    drop(ws);
+    let status = within(child.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0));
+    // Every line of the JSON log is JSON, and the session's access log line is there.
+    let mut rest = String::new();
+    while let Some(line) = within(logs.next_line()).await.expect("read log") {
+        assert!(line.starts_with('{'), "not JSON: {line}");
+        rest.push_str(&line);
+    }
+    assert!(
+        rest.contains("session closed") && rest.contains(r#""code":1001"#),
+        "{rest}"
+    );
+}
