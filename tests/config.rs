@@ -10,7 +10,8 @@ use crate::support::Pki;
 
 fn valid(pki: &Pki) -> String {
     format!(
-        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\nadmin:\n  address: 127.0.0.1:0\nroutes:\n  - name: chat\n    match:\n      path: /chat\n    backend: ws://127.0.0.1:9001/ws\n",
+        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\nadmin:\n  address: 127.0.0.1:0\nroutes:\n  - name: chat\n    match:\n      path: /chat\n    backend: ws://127.0.0.1:9001/ws\n    auth:\n      provider: corp\n    origins: any\n\
+         providers:\n  - name: corp\n    issuer: https://id.example.com/\n    jwks_url: https://id.example.com/jwks.json\n    audiences: [chat]\n",
         pki.cert_path.display(),
         pki.key_path.display()
     )
@@ -38,6 +39,7 @@ fn the_example_parses() {
     let config =
         Config::parse(&example, pki.dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.providers.len(), 1);
     assert_eq!(
         config.listen.handshake_timeout,
         std::time::Duration::from_secs(10)
@@ -121,33 +123,13 @@ fn bad_snippets_name_their_path_and_line() {
         ),
         (
             "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      message_rate: 10/s\n",
+            "routes[0].limits.message_rate (line 14): not supported yet",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
             "    backend: ws://127.0.0.1:9001/ws\n    timeouts:\n      backend_connect: 0s\n",
             "routes[0].timeouts.backend_connect (line 14): \"0s\": must be greater than zero",
-        ),
-        (
-            "    backend: ws://127.0.0.1:9001/ws\n",
-            "    backend: ws://127.0.0.1:9001/ws\n    auth:\n      provider: corp\n",
-            "routes[0].auth (line 14): not supported yet",
-        ),
-        (
-            "    backend: ws://127.0.0.1:9001/ws\n",
-            "    backend: ws://127.0.0.1:9001/ws\n    origins: any\n",
-            "routes[0].origins (line 13): not supported yet",
-        ),
-        (
-            "admin:\n",
-            "providers:\n  - name: corp\nadmin:\n",
-            "providers (line 7): not supported yet",
-        ),
-        (
-            "    backend: ws://127.0.0.1:9001/ws\n",
-            "    backend: ws://127.0.0.1:9001/ws\n  - name: chat\n    match:\n      path: /other\n    backend: ws://127.0.0.1:1/\n",
-            "routes[1].name (line 13): \"chat\" is used by an earlier route",
-        ),
-        (
-            "    backend: ws://127.0.0.1:9001/ws\n",
-            "    backend: ws://127.0.0.1:9001/ws\n  - name: twin\n    match:\n      path: /chat/\n    backend: ws://127.0.0.1:1/\n",
-            "routes[1].match (line 13): an earlier route has the same host and path",
         ),
         (
             "  - name: chat\n",
@@ -168,6 +150,91 @@ fn bad_snippets_name_their_path_and_line() {
             "admin:\n  address: 127.0.0.1:0\n",
             "",
             "admin (line 1): is required",
+        ),
+        (
+            "    origins: any\n",
+            "    origins: any\n  - name: chat\n    match:\n      path: /other\n    backend: ws://127.0.0.1:1/\n    auth:\n      provider: corp\n    origins: any\n",
+            "routes[1].name (line 16): \"chat\" is used by an earlier route",
+        ),
+        (
+            "    origins: any\n",
+            "    origins: any\n  - name: twin\n    match:\n      path: /chat/\n    backend: ws://127.0.0.1:1/\n    auth:\n      provider: corp\n    origins: any\n",
+            "routes[1].match (line 16): an earlier route has the same host and path",
+        ),
+        (
+            "      provider: corp\n",
+            "      provider: nope\n",
+            "routes[0].auth.provider (line 14): \"nope\": no provider is named so (known: corp)",
+        ),
+        (
+            "    origins: any\n",
+            "",
+            "routes[0].origins (line 9): is required",
+        ),
+        (
+            "    auth:\n      provider: corp\n",
+            "",
+            "routes[0].auth (line 9): is required",
+        ),
+        (
+            "    origins: any\n",
+            "    origins: all\n",
+            "routes[0].origins (line 15): \"all\": expected `any`",
+        ),
+        (
+            "    origins: any\n",
+            "    origins:\n      allow: [\"https://x.com/path\"]\n",
+            "routes[0].origins.allow[0] (line 16): \"https://x.com/path\": expected scheme://host[:port]",
+        ),
+        (
+            "      provider: corp\n",
+            "      provider: corp\n      token_from: [cookie]\n",
+            "routes[0].origins (line 9): a cookie token needs an Origin allowlist",
+        ),
+        (
+            "      provider: corp\n",
+            "      provider: corp\n      token_from: [header, carrier-pigeon]\n",
+            "routes[0].auth.token_from[1] (line 15): \"carrier-pigeon\": expected header, subprotocol, query or cookie",
+        ),
+        (
+            "      provider: corp\n",
+            "      provider: corp\n      forward_claims:\n        sub: Authorization\n",
+            "routes[0].auth.forward_claims.sub (line 16): \"Authorization\": this header belongs to the proxy",
+        ),
+        (
+            "      provider: corp\n",
+            "      provider: corp\n      on_expiry: later\n",
+            "routes[0].auth.on_expiry (line 15): \"later\": expected close or ignore",
+        ),
+        (
+            "https://id.example.com/jwks.json",
+            "http://id.example.com/jwks.json",
+            "providers[0].jwks_url (line 19): \"http://id.example.com/jwks.json\": must be https://",
+        ),
+        (
+            "    audiences: [chat]\n",
+            "    audiences: [chat]\n    algorithms: [RS256, HS256]\n",
+            "providers[0].algorithms[1] (line 21): \"HS256\": expected one of",
+        ),
+        (
+            "    audiences: [chat]\n",
+            "    audiences: []\n",
+            "providers[0].audiences (line 20): must list at least one audience",
+        ),
+        (
+            "    audiences: [chat]\n",
+            "    audiences: [chat]\n    ca_file: missing-ca.pem\n",
+            "providers[0].ca_file (line 21): \"missing-ca.pem\": cannot read",
+        ),
+        (
+            "    audiences: [chat]\n",
+            "    audiences: [chat]\n    leeway: soon\n",
+            "providers[0].leeway (line 21): \"soon\": expected a duration",
+        ),
+        (
+            "  - name: corp\n    issuer: https://id.example.com/\n",
+            "  - name: corp\n",
+            "providers[0].issuer (line 17): is required",
         ),
     ];
     for (from, to, expected) in table {

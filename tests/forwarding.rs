@@ -9,11 +9,13 @@ use crate::support::*;
 async fn backend_gets_the_rest_of_the_path_and_clean_forwarding_headers() {
     let backend = EchoBackend::start(&[]).await;
     let route = format!(
-        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/base?v=2\n",
+        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/base?v=2\n    auth:\n      provider: test\n    origins: any\n",
         backend.addr
     );
     let proxy = TestProxy::start_with("", &route).await;
+    let bearer = format!("Bearer {}", proxy.token);
     let headers = [
+        ("authorization", bearer.as_str()),
         ("x-forwarded-for", "6.6.6.6"),
         ("x-forwarded-proto", "http"),
         ("forwarded", "for=6.6.6.6"),
@@ -72,7 +74,13 @@ async fn backend_chosen_subprotocol_is_returned_to_the_client() {
     let backend = EchoBackend::start(&["chat.v2"]).await;
     let proxy = TestProxy::start(&backend.url()).await;
     let (ws, response) = proxy
-        .connect_with("/echo", &[("sec-websocket-protocol", "chat.v1, chat.v2")])
+        .connect_with(
+            "/echo",
+            &[
+                ("sec-websocket-protocol", "chat.v1, chat.v2"),
+                ("authorization", &format!("Bearer {}", proxy.token)),
+            ],
+        )
         .await
         .expect("upgrade");
     let chosen = response
@@ -91,7 +99,7 @@ async fn backend_chosen_subprotocol_is_returned_to_the_client() {
     let head = proxy2
         .raw(&upgrade_request(
             "/echo",
-            "Sec-WebSocket-Protocol: chat.v1\r\n",
+            &format!("{}Sec-WebSocket-Protocol: chat.v1\r\n", proxy2.bearer()),
         ))
         .await;
     assert_eq!(status(&head), 101, "{head}");
@@ -109,7 +117,10 @@ async fn headers_named_by_connection_are_hop_by_hop() {
     let proxy = TestProxy::start(&backend.url()).await;
     let request = String::from_utf8(upgrade_request(
         "/echo",
-        "X-Hop: only for the proxy\r\nX-Kept: yes\r\n",
+        &format!(
+            "{}X-Hop: only for the proxy\r\nX-Kept: yes\r\n",
+            proxy.bearer()
+        ),
     ))
     .expect("ascii")
     .replace("Connection: Upgrade\r\n", "Connection: Upgrade, X-Hop\r\n");
@@ -126,7 +137,7 @@ async fn host_routes_pick_their_own_backends() {
     let a = EchoBackend::start(&[]).await;
     let b = EchoBackend::start(&[]).await;
     let routes = format!(
-        "  - name: any-host\n    match:\n      path: /\n    backend: {}\n  - name: localhost\n    match:\n      host: localhost\n      path: /echo\n    backend: {}\n",
+        "  - name: any-host\n    match:\n      path: /\n    backend: {}\n    auth:\n      provider: test\n    origins: any\n  - name: localhost\n    match:\n      host: localhost\n      path: /echo\n    backend: {}\n    auth:\n      provider: test\n    origins: any\n",
         a.url(),
         b.url()
     );

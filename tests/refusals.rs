@@ -88,7 +88,7 @@ async fn backend_down_gives_502() {
         .local_addr()
         .expect("addr");
     let proxy = TestProxy::start(&format!("ws://{closed}/")).await;
-    let answer = proxy.raw(&upgrade_request("/echo", "")).await;
+    let answer = proxy.raw(&upgrade_request("/echo", &proxy.bearer())).await;
     assert_eq!(status(&answer), 502, "{answer}");
     let metrics = proxy.metrics().await;
     assert_eq!(
@@ -106,11 +106,11 @@ async fn backend_down_gives_502() {
 async fn silent_backend_gives_504_after_backend_connect() {
     let backend = RawBackend::start(None).await;
     let route = format!(
-        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/\n    timeouts:\n      backend_connect: 200ms\n",
+        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/\n    auth:\n      provider: test\n    origins: any\n    timeouts:\n      backend_connect: 200ms\n",
         backend.addr
     );
     let proxy = TestProxy::start_with("", &route).await;
-    let answer = proxy.raw(&upgrade_request("/echo", "")).await;
+    let answer = proxy.raw(&upgrade_request("/echo", &proxy.bearer())).await;
     assert_eq!(status(&answer), 504, "{answer}");
     assert_eq!(backend.connections(), 1);
     proxy.shutdown().await;
@@ -122,7 +122,7 @@ async fn backend_refusal_is_relayed_as_is_and_nothing_is_smuggled() {
     let backend = RawBackend::start(Some(refusal)).await;
     let proxy = TestProxy::start(&format!("ws://{}/", backend.addr)).await;
     // A second request rides behind the upgrade in the same write.
-    let mut request = upgrade_request("/echo", "");
+    let mut request = upgrade_request("/echo", &proxy.bearer());
     request.extend_from_slice(b"GET /admin HTTP/1.1\r\nHost: backend\r\n\r\n");
     let answer = proxy.raw(&request).await;
     assert_eq!(status(&answer), 403, "{answer}");
@@ -148,7 +148,7 @@ async fn backend_101_with_a_wrong_accept_gives_502() {
     let bogus = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n".to_vec();
     let backend = RawBackend::start(Some(bogus)).await;
     let proxy = TestProxy::start(&format!("ws://{}/", backend.addr)).await;
-    let answer = proxy.raw(&upgrade_request("/echo", "")).await;
+    let answer = proxy.raw(&upgrade_request("/echo", &proxy.bearer())).await;
     assert_eq!(status(&answer), 502, "{answer}");
     proxy.shutdown().await;
 }
@@ -161,7 +161,12 @@ async fn oversized_headers_get_431_and_headers_under_the_cap_pass() {
     let answer = proxy.raw(&upgrade_request("/echo", &big)).await;
     assert_eq!(status(&answer), 431, "{answer}");
     let fits = format!("X-Big: {}\r\n", "a".repeat(16 * 1024));
-    let answer = proxy.raw(&upgrade_request("/echo", &fits)).await;
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("{}{fits}", proxy.bearer()),
+        ))
+        .await;
     assert_eq!(status(&answer), 101, "{answer}");
     assert!(
         backend
@@ -176,7 +181,7 @@ async fn oversized_headers_get_431_and_headers_under_the_cap_pass() {
 async fn silent_and_slow_clients_are_cut_off_at_the_handshake_deadline() {
     let backend = RawBackend::start(None).await;
     let route = format!(
-        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/\n",
+        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://{}/\n    auth:\n      provider: test\n    origins: any\n",
         backend.addr
     );
     let proxy = TestProxy::start_with("  handshake_timeout: 300ms\n", &route).await;
@@ -207,13 +212,13 @@ async fn silent_and_slow_clients_are_cut_off_at_the_handshake_deadline() {
 async fn connections_over_max_connections_get_503() {
     let backend = EchoBackend::start(&[]).await;
     let route = format!(
-        "  - name: echo\n    match:\n      path: /echo\n    backend: {}\n",
+        "  - name: echo\n    match:\n      path: /echo\n    backend: {}\n    auth:\n      provider: test\n    origins: any\n",
         backend.url()
     );
     let proxy = TestProxy::start_with("  max_connections: 2\n", &route).await;
     let first = proxy.connect("/echo").await;
     let second = proxy.connect("/echo").await;
-    let answer = proxy.raw(&upgrade_request("/echo", "")).await;
+    let answer = proxy.raw(&upgrade_request("/echo", &proxy.bearer())).await;
     assert_eq!(status(&answer), 503, "{answer}");
     assert_eq!(
         backend.seen().len(),

@@ -124,7 +124,9 @@ async fn backend_close_code_and_reason_reach_the_client() {
 async fn backend_dropping_tcp_gives_the_client_1014() {
     let backend = EchoBackend::start(&[]).await;
     let proxy = TestProxy::start(&backend.url()).await;
-    let (head, mut session) = proxy.raw_session(&upgrade_request("/echo", "")).await;
+    let (head, mut session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
     assert_eq!(status(&head), 101, "{head}");
     session.send_text("drop").await;
     assert_eq!(session.close_code().await, 1014);
@@ -154,7 +156,7 @@ async fn client_dropping_tcp_gives_the_backend_1001() {
 async fn message_size_limit_closes_with_1009_and_spares_messages_at_the_limit() {
     let mut backend = EchoBackend::start(&[]).await;
     let route = format!(
-        "  - name: small\n    match:\n      path: /echo\n    backend: {}\n    limits:\n      max_message_size: 1KiB\n",
+        "  - name: small\n    match:\n      path: /echo\n    backend: {}\n    auth:\n      provider: test\n    origins: any\n    limits:\n      max_message_size: 1KiB\n",
         backend.url()
     );
     let proxy = TestProxy::start_with("", &route).await;

@@ -3,6 +3,9 @@
 //! clients (a WebSocket one and a raw one for malformed requests).
 #![allow(dead_code)]
 
+mod jwt;
+pub use jwt::*;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -325,24 +328,45 @@ impl RawBackend {
     }
 }
 
-/// The proxy, running in this process on 127.0.0.1:0 with its admin listener.
+/// The proxy, running in this process on 127.0.0.1:0 with its admin listener, a provider
+/// `test` whose JWKS server the test controls, and a valid token for it.
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub pki: Pki,
+    pub jwks: JwksServer,
+    /// A valid token for `alice`.
+    pub token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
+/// A route `name` on `path` to `backend`, authenticated by provider `test`, any origin.
+pub fn route(name: &str, path: &str, backend: &str) -> String {
+    format!(
+        "  - name: {name}\n    match:\n      path: {path}\n    backend: {backend}\n    auth:\n      provider: test\n    origins: any\n"
+    )
+}
+
 impl TestProxy {
-    /// Starts the proxy with `listen.tls` and both addresses filled in. `listen_extra` is
-    /// indented YAML added under `listen:`; `routes` is the YAML list under `routes:`.
-    pub async fn start_with(listen_extra: &str, routes: &str) -> TestProxy {
+    /// Everything configurable: `provider_extra` is indented YAML added to provider `test`,
+    /// `listen_extra` is added under `listen:`, `routes` is the list under `routes:`. Waits
+    /// for the provider's keys when `ready` is set.
+    pub async fn start_full(
+        provider_extra: &str,
+        listen_extra: &str,
+        routes: &str,
+        ready: bool,
+    ) -> TestProxy {
         let pki = Pki::new();
+        let jwks = JwksServer::start(&keys()[..3]).await;
         let yaml = format!(
-            "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\nroutes:\n{routes}",
+            "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\n\
+             providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256, ES256]\n{provider_extra}\
+             routes:\n{routes}",
             pki.cert_path.display(),
             pki.key_path.display(),
+            jwks.url,
         );
         let config = Config::parse(&yaml, pki.dir.path(), &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
@@ -352,22 +376,44 @@ impl TestProxy {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        TestProxy {
+        let token = sign(&keys()[0], &claims("alice"));
+        let proxy = TestProxy {
             addr,
             admin,
             pki,
+            jwks,
+            token,
             stop: Some(stop),
             task: Some(task),
+        };
+        if ready {
+            proxy.wait_ready().await;
         }
+        proxy
+    }
+
+    pub async fn start_with(listen_extra: &str, routes: &str) -> TestProxy {
+        TestProxy::start_full("", listen_extra, routes, true).await
     }
 
     /// One route `echo` on `/echo` to `backend`.
     pub async fn start(backend: &str) -> TestProxy {
-        TestProxy::start_with(
-            "",
-            &format!("  - name: echo\n    match:\n      path: /echo\n    backend: {backend}\n"),
-        )
-        .await
+        TestProxy::start_with("", &route("echo", "/echo", backend)).await
+    }
+
+    /// Waits until `/readyz` answers 200: the provider's keys are loaded.
+    pub async fn wait_ready(&self) {
+        within(async {
+            while http_get(self.admin, "/readyz").await.0 != 200 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+
+    /// The header line that carries the valid token, for raw requests.
+    pub fn bearer(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.token)
     }
 
     /// Starts the drain without waiting for it.
@@ -420,8 +466,10 @@ impl TestProxy {
         within(tokio_tungstenite::client_async(request, tls)).await
     }
 
+    /// A WSS session with the valid token in the Authorization header.
     pub async fn connect(&self, path: &str) -> WebSocketStream<TlsStream<TcpStream>> {
-        self.connect_with(path, &[])
+        let bearer = format!("Bearer {}", self.token);
+        self.connect_with(path, &[("authorization", &bearer)])
             .await
             .expect("upgrade through the proxy")
             .0

@@ -56,6 +56,10 @@ fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>>
     }
     match request.uri().path() {
         "/metrics" => {
+            for store in &shared.auth.stores {
+                let age = store.current().map(|keys| keys.fetched.elapsed());
+                store.metrics.set_age(age);
+            }
             let mut response = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -68,6 +72,9 @@ fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>>
         "/healthz" => plain(StatusCode::OK, "ok"),
         "/readyz" if shared.draining.is_cancelled() => {
             plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
+        }
+        "/readyz" if !shared.auth.ready() => {
+            plain(StatusCode::SERVICE_UNAVAILABLE, "provider keys not loaded")
         }
         "/readyz" => plain(StatusCode::OK, "ready"),
         _ => plain(StatusCode::NOT_FOUND, "not found"),

@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::config::Route;
-use crate::handshake::{Refusal, Upgrade, has_token};
+use crate::handshake::{Refusal, has_token};
 
 /// The most of a refusing backend's body that is relayed to the client.
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
@@ -40,7 +40,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Headers of the WebSocket handshake itself, or that the proxy sets, never copied.
-const PROXY_OWNED: [HeaderName; 10] = [
+const PROXY_OWNED: [HeaderName; 11] = [
+    header::SEC_WEBSOCKET_PROTOCOL,
     header::HOST,
     header::CONTENT_LENGTH,
     header::SEC_WEBSOCKET_KEY,
@@ -64,27 +65,35 @@ pub enum Answer {
     Refused(Response<Full<Bytes>>),
 }
 
+/// What the proxy asks of the backend: the request target, the client's end-to-end headers
+/// (after authentication has removed every trace of the token and added identity headers),
+/// and the subprotocols to offer.
+pub struct Outgoing {
+    pub target: String,
+    pub headers: HeaderMap,
+    pub protocols: Vec<String>,
+    /// The client's `Host`, sent on as `X-Forwarded-Host`.
+    pub client_host: Option<HeaderValue>,
+    pub peer: SocketAddr,
+}
+
+/// The client's headers that may travel to the backend: no hop-by-hop headers, none that the
+/// `Connection` header names, none that belong to the handshake or that the proxy sets.
+pub fn end_to_end(client: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    copy_end_to_end(client, &mut headers, &PROXY_OWNED);
+    headers
+}
+
 /// Connects and performs the upgrade, all before `timeouts.backend_connect` runs out.
-pub async fn open(
-    route: &Route,
-    target: &str,
-    client: &Request<Incoming>,
-    upgrade: &Upgrade,
-    peer: SocketAddr,
-) -> Result<Answer, Refusal> {
+pub async fn open(route: &Route, outgoing: Outgoing) -> Result<Answer, Refusal> {
     let deadline = Instant::now() + route.backend_connect;
-    timeout_at(deadline, open_inner(route, target, client, upgrade, peer))
+    timeout_at(deadline, open_inner(route, outgoing))
         .await
         .unwrap_or(Err(Refusal::BackendTimeout))
 }
 
-async fn open_inner(
-    route: &Route,
-    target: &str,
-    client: &Request<Incoming>,
-    upgrade: &Upgrade,
-    peer: SocketAddr,
-) -> Result<Answer, Refusal> {
+async fn open_inner(route: &Route, outgoing: Outgoing) -> Result<Answer, Refusal> {
     let tcp = TcpStream::connect(route.backend.authority.as_str())
         .await
         .map_err(|_| Refusal::BackendRefused)?;
@@ -100,14 +109,15 @@ async fn open_inner(
     let mut conn = conn.with_upgrades().fuse();
 
     let key = generate_key();
-    let request = request(route, target, client, upgrade, peer, &key)?;
+    let offered = outgoing.protocols.clone();
+    let request = request(route, outgoing, &key)?;
     let mut response = alongside(&mut conn, sender.send_request(request))
         .await
         .map_err(|_| Refusal::BackendInvalid("backend closed before answering"))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay_refusal(response, &mut conn).await;
     }
-    let protocol = check_accept(response.headers(), &key, upgrade)?;
+    let protocol = check_accept(response.headers(), &key, &offered)?;
     let upgraded = alongside(&mut conn, hyper::upgrade::on(&mut response))
         .await
         .map_err(|_| Refusal::BackendInvalid("backend upgrade failed"))?;
@@ -131,22 +141,14 @@ where
     }
 }
 
-/// The proxy's own upgrade request, built from the client's.
-fn request(
-    route: &Route,
-    target: &str,
-    client: &Request<Incoming>,
-    upgrade: &Upgrade,
-    peer: SocketAddr,
-    key: &str,
-) -> Result<Request<Empty<Bytes>>, Refusal> {
-    let mut request = Request::get(target)
-        .body(Empty::new())
-        .map_err(|_| Refusal::Malformed("the path cannot be forwarded"))?;
-    let headers = request.headers_mut();
-    copy_end_to_end(client.headers(), headers, &PROXY_OWNED);
+/// The proxy's own upgrade request.
+fn request(route: &Route, outgoing: Outgoing, key: &str) -> Result<Request<Empty<Bytes>>, Refusal> {
     let value =
         |text: &str| HeaderValue::from_str(text).map_err(|_| Refusal::Malformed("invalid header"));
+    let mut request = Request::get(outgoing.target.as_str())
+        .body(Empty::new())
+        .map_err(|_| Refusal::Malformed("the path cannot be forwarded"))?;
+    let mut headers = outgoing.headers;
     headers.insert(header::HOST, value(&route.backend.authority)?);
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -155,17 +157,18 @@ fn request(
         HeaderValue::from_static("13"),
     );
     headers.insert(header::SEC_WEBSOCKET_KEY, value(key)?);
-    headers.insert("x-forwarded-for", value(&peer.ip().to_string())?);
+    headers.insert("x-forwarded-for", value(&outgoing.peer.ip().to_string())?);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    if let Some(host) = client.headers().get(header::HOST) {
-        headers.insert("x-forwarded-host", host.clone());
+    if let Some(host) = outgoing.client_host {
+        headers.insert("x-forwarded-host", host);
     }
-    if !upgrade.protocols.is_empty() {
+    if !outgoing.protocols.is_empty() {
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            value(&upgrade.protocols.join(", "))?,
+            value(&outgoing.protocols.join(", "))?,
         );
     }
+    *request.headers_mut() = headers;
     Ok(request)
 }
 
@@ -193,7 +196,7 @@ fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[HeaderName]) {
 fn check_accept(
     headers: &HeaderMap,
     key: &str,
-    upgrade: &Upgrade,
+    offered: &[String],
 ) -> Result<Option<HeaderValue>, Refusal> {
     if !has_token(headers, &header::UPGRADE, "websocket")
         || !has_token(headers, &header::CONNECTION, "upgrade")
@@ -224,7 +227,7 @@ fn check_accept(
     if let Some(protocol) = &protocol {
         let offered = protocol
             .to_str()
-            .is_ok_and(|p| upgrade.protocols.iter().any(|o| o == p));
+            .is_ok_and(|p| offered.iter().any(|o| o == p));
         if !offered {
             return Err(Refusal::BackendInvalid(
                 "backend chose a subprotocol nobody offered",

@@ -1,10 +1,15 @@
 //! `wsgate demo`: everything embedded and on loopback. A fresh self-signed certificate, a
-//! WebSocket echo backend, and the proxy in front of it; the demo then proves the path with
-//! a real WSS client before it hands over to the user.
+//! dev token issuer, a WebSocket echo backend, and the proxy in front of it; the demo then
+//! proves the path with a real WSS client (with a token, and refused without one) before it
+//! hands over to the user.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::HeaderName;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -12,7 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use crate::config::{self, Admin, Backend, Config, Listen, Route};
+use crate::config::{
+    self, Admin, Algorithm, Auth, Backend, Config, Listen, OnExpiry, Origins, Provider, Route,
+};
+use crate::issuer::{self, DevIssuer};
+use crate::origin::Pattern;
 use crate::server::{self, Server};
 use crate::tls::Identity;
 
@@ -79,33 +88,118 @@ pub async fn run(shutdown: impl Future<Output = ()> + Send + 'static) -> Result<
     let echo_addr = echo.local_addr()?;
     tokio::spawn(echo_backend(echo));
 
-    let server = bind_preferring(cert.identity, echo_addr).await?;
+    let issuer_listener = match TcpListener::bind("127.0.0.1:8080").await {
+        Ok(listener) => listener,
+        Err(_) => TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let issuer_addr = issuer_listener.local_addr()?;
+    let issuer_url = format!("http://127.0.0.1:{}/", issuer_addr.port());
+    let issuer = Arc::new(
+        DevIssuer::generate(&issuer_url, AUDIENCE).map_err(|e| Error::SelfCheck(e.to_string()))?,
+    );
+
+    let server = bind_preferring(cert.identity, echo_addr, issuer_addr).await?;
     let addr = server.local_addr();
     let admin = server.admin_addr();
     let running = tokio::spawn(server.run(shutdown));
-
     let url = format!("wss://localhost:{}/echo", addr.port());
-    let echoed = self_check(addr, root, &url).await?;
-    print_instructions(&url, addr, admin, &ca_path, &echoed);
+    tokio::spawn(
+        issuer
+            .clone()
+            .serve(issuer_listener, Arc::from(issuer::page(&url))),
+    );
+
+    wait_ready(admin).await?;
+    let token = issuer
+        .token("alice", Duration::from_secs(60))
+        .map_err(|e| Error::SelfCheck(e.to_string()))?;
+    let echoed = self_check(addr, root.clone(), &url, Some(&token)).await?;
+    let refused = match self_check(addr, root, &url, None).await {
+        Err(Error::SelfCheck(why)) => why,
+        Ok(_) => {
+            return Err(Error::SelfCheck(
+                "a session without a token was accepted".into(),
+            ));
+        }
+        Err(other) => return Err(other),
+    };
+    print_instructions(&Shown {
+        url: &url,
+        addr,
+        admin,
+        issuer: issuer_addr,
+        ca: &ca_path,
+        echoed: &echoed,
+        refused: &refused,
+    });
     let _ = running.await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
+const AUDIENCE: &str = "wsgate-demo";
+
+/// Waits (bounded) until the proxy has fetched the issuer's keys.
+async fn wait_ready(admin: SocketAddr) -> Result<(), Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..100 {
+        if let Ok(mut tcp) = TcpStream::connect(admin).await {
+            let _ = tcp
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            if answer.starts_with(b"HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::SelfCheck(
+        "the proxy did not become ready within 5 s".into(),
+    ))
+}
+
 /// The usual ports when free (8443, 9090), otherwise any free port.
-async fn bind_preferring(identity: Identity, echo: SocketAddr) -> Result<Server, server::Error> {
+async fn bind_preferring(
+    identity: Identity,
+    echo: SocketAddr,
+    issuer: SocketAddr,
+) -> Result<Server, server::Error> {
     let identity = Arc::new(identity);
+    let issuer_url = format!("http://127.0.0.1:{}/", issuer.port());
+    let jwks_url = format!("{issuer_url}.well-known/jwks.json");
+    let page_origins = [
+        format!("http://127.0.0.1:{}", issuer.port()),
+        format!("http://localhost:{}", issuer.port()),
+    ];
+    let patterns: Vec<Pattern> = page_origins
+        .iter()
+        .filter_map(|o| Pattern::parse(o).ok())
+        .collect();
     let config = |public: u16, admin: u16| Config {
         listen: Listen {
             address: SocketAddr::from(([127, 0, 0, 1], public)),
             tls: identity.clone(),
             handshake_timeout: config::DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
-            shutdown_grace: std::time::Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(2),
         },
         admin: Admin {
             address: SocketAddr::from(([127, 0, 0, 1], admin)),
         },
+        providers: vec![Provider {
+            name: "dev".to_owned(),
+            issuer: issuer_url.clone(),
+            jwks_url: reqwest::Url::parse(&jwks_url).expect("a URL built from an address parses"),
+            audiences: vec![AUDIENCE.to_owned()],
+            algorithms: vec![Algorithm::ES256],
+            leeway: config::DEFAULT_LEEWAY,
+            refresh_interval: config::DEFAULT_REFRESH_INTERVAL,
+            refetch_cooldown: config::DEFAULT_REFETCH_COOLDOWN,
+            max_stale: config::DEFAULT_MAX_STALE,
+            ca_pem: None,
+        }],
         routes: vec![Route {
             name: "echo".to_owned(),
             host: None,
@@ -114,6 +208,21 @@ async fn bind_preferring(identity: Identity, echo: SocketAddr) -> Result<Server,
                 authority: echo.to_string(),
                 path: "/".to_owned(),
                 query: None,
+            },
+            auth: Auth {
+                provider: 0,
+                token_from: config::DEFAULT_TOKEN_FROM.to_vec(),
+                query_param: config::DEFAULT_QUERY_PARAM.to_owned(),
+                subprotocol_marker: config::DEFAULT_SUBPROTOCOL_MARKER.to_owned(),
+                cookie_name: config::DEFAULT_COOKIE_NAME.to_owned(),
+                require_claims: vec![("scope".to_owned(), vec!["chat:read".to_owned()])],
+                forward_claims: vec![("sub".to_owned(), HeaderName::from_static("x-auth-subject"))],
+                on_expiry: OnExpiry::Close,
+            },
+            // The demo page's origin; command-line clients send no Origin.
+            origins: Origins::Allow {
+                patterns: patterns.clone(),
+                allow_missing: true,
             },
             max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
             backend_connect: config::DEFAULT_BACKEND_CONNECT,
@@ -133,6 +242,7 @@ async fn self_check(
     addr: SocketAddr,
     root: CertificateDer<'static>,
     url: &str,
+    token: Option<&str>,
 ) -> Result<String, Error> {
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::SelfCheck(format!("{what}: {e}"));
     let mut roots = rustls::RootCertStore::empty();
@@ -151,7 +261,16 @@ async fn self_check(
     let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
         .connect(name, tcp)
         .await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| failed("request", &e))?;
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|e| failed("header", &e))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
         .await
         .map_err(|e| failed("upgrade", &e))?;
     let text = "hello through wsgate";
@@ -166,30 +285,57 @@ async fn self_check(
     Ok(echoed)
 }
 
-fn print_instructions(url: &str, addr: SocketAddr, admin: SocketAddr, ca: &Path, echoed: &str) {
+struct Shown<'a> {
+    url: &'a str,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    issuer: SocketAddr,
+    ca: &'a Path,
+    echoed: &'a str,
+    refused: &'a str,
+}
+
+fn print_instructions(shown: &Shown<'_>) {
+    let Shown {
+        url,
+        addr,
+        admin,
+        issuer,
+        ca,
+        echoed,
+        refused,
+    } = shown;
     let port = addr.port();
+    let ca = ca.display();
     println!(
         "\
 wsgate demo is running (Ctrl-C to stop)
 
   proxy    {url}  (TLS, self-signed certificate for localhost)
+  issuer   http://{issuer}/  (dev token issuer: JWKS, /token?sub=alice&ttl=60, a browser page)
   backend  an embedded WebSocket echo server on plain ws://
   admin    http://{admin}/metrics  /healthz  /readyz
 
-Self-check: a WSS client sent \"hello through wsgate\" and the echo came back: {echoed:?}
+Self-check:
+  with a token:    sent \"hello through wsgate\", the echo came back: {echoed:?}
+  without a token: {refused}
 
-Try it yourself:
-  # the upgrade through the proxy (curl shows the 101 and then waits; it stops after 2 s)
-  curl --cacert {ca} --http1.1 -i -N --max-time 2 \\
+Try it in a browser: open http://127.0.0.1:{issuer_port}/ (it fetches a token and connects
+with new WebSocket(url, [\"bearer\", token]); accept the certificate at https://localhost:{port}/ first).
+
+Or with curl:
+  TOKEN=$(curl -s 'http://{issuer}/token?sub=alice&ttl=60')
+  # authenticated upgrade: 101 (curl then waits on the open socket; it stops after 2 s)
+  curl --cacert {ca} --http1.1 -i -N --max-time 2 -H \"Authorization: Bearer $TOKEN\" \\
        -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \\
        -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' https://localhost:{port}/echo
-
-  # a refusal: a plain GET is not a WebSocket upgrade (426)
-  curl --cacert {ca} -i https://localhost:{port}/echo
-
+  # the same without a token: 401 with WWW-Authenticate: Bearer
+  curl --cacert {ca} --http1.1 -i -H 'Connection: Upgrade' -H 'Upgrade: websocket' \\
+       -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' \\
+       https://localhost:{port}/echo
   # what the proxy counted
   curl -s http://{admin}/metrics | grep '^wsgate_'
 ",
-        ca = ca.display(),
+        issuer_port = issuer.port(),
     );
 }

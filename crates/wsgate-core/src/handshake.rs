@@ -7,6 +7,8 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
+use crate::auth::Error as AuthError;
+
 /// Everything the proxy needs from a valid upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upgrade {
@@ -25,6 +27,9 @@ pub enum Refusal {
     Malformed(&'static str),
     WrongVersion,
     NoRoute,
+    /// The Origin header is missing, repeated, `null` or not allowed.
+    Origin(&'static str),
+    Auth(crate::auth::Error),
     Overloaded,
     Draining,
     BackendRefused,
@@ -38,6 +43,11 @@ impl Refusal {
             Refusal::NotUpgrade | Refusal::WrongVersion => StatusCode::UPGRADE_REQUIRED,
             Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::Origin(_) | Refusal::Auth(AuthError::InsufficientScope) => {
+                StatusCode::FORBIDDEN
+            }
+            Refusal::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Auth(_) => StatusCode::UNAUTHORIZED,
             Refusal::Overloaded | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BackendRefused | Refusal::BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             Refusal::BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -50,6 +60,10 @@ impl Refusal {
             Refusal::Malformed(_) => "bad_request",
             Refusal::WrongVersion => "bad_version",
             Refusal::NoRoute => "no_route",
+            Refusal::Origin(_) => "origin",
+            Refusal::Auth(AuthError::KeysUnavailable) => "keys_unavailable",
+            Refusal::Auth(AuthError::InsufficientScope) => "forbidden",
+            Refusal::Auth(_) => "unauthorized",
             Refusal::Overloaded => "overloaded",
             Refusal::Draining => "draining",
             Refusal::BackendRefused => "backend_refused",
@@ -64,6 +78,9 @@ impl Refusal {
             Refusal::Malformed(why) | Refusal::BackendInvalid(why) => why,
             Refusal::WrongVersion => "unsupported Sec-WebSocket-Version",
             Refusal::NoRoute => "no route matches",
+            Refusal::Origin(why) => why,
+            Refusal::Auth(AuthError::InvalidRequest(why)) => why,
+            Refusal::Auth(error) => error.reason(),
             Refusal::Overloaded => "too many connections",
             Refusal::Draining => "shutting down",
             Refusal::BackendRefused => "backend unreachable",
@@ -84,6 +101,14 @@ impl Refusal {
                     header::SEC_WEBSOCKET_VERSION,
                     HeaderValue::from_static("13"),
                 );
+            }
+            Refusal::Auth(error) => {
+                if let Some(challenge) = error.challenge() {
+                    headers.insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
+                }
             }
             _ => {}
         }

@@ -12,13 +12,19 @@
 //! - [`backend`]: the proxy's own upgrade request to the plain `ws://` backend.
 //! - [`relay`]: the live session, frames in both directions and close handling.
 //! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`auth`]: token transports, JWKS providers, JWT verification and claim rules.
+//! - [`origin`]: Origin allowlists.
+//! - [`issuer`]: the development token issuer used by the demo.
 //! - [`demo`]: `wsgate demo`, everything embedded on loopback.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod handshake;
+pub mod issuer;
 pub mod metrics;
+pub mod origin;
 pub mod relay;
 pub mod router;
 pub mod server;

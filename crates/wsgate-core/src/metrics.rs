@@ -3,6 +3,7 @@
 //! label look-up. Labels carry route names, results and codes only: nothing per user.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -37,6 +38,23 @@ struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    route: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    provider: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     route: Arc<str>,
     kind: &'static str,
@@ -63,6 +81,10 @@ pub struct Metrics {
     bytes: Family<DirectionLabels, Counter>,
     closes: Family<CodeLabels, Counter>,
     backend_errors: Family<KindLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    jwks_refresh: Family<RefreshLabels, Counter>,
+    jwks_keys: Family<ProviderLabel, Gauge>,
+    jwks_age: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
     session_duration: HistogramFamily,
     handshake_duration: HistogramFamily,
 }
@@ -89,6 +111,10 @@ impl Metrics {
             bytes: Family::default(),
             closes: Family::default(),
             backend_errors: Family::default(),
+            auth_failures: Family::default(),
+            jwks_refresh: Family::default(),
+            jwks_keys: Family::default(),
+            jwks_age: Family::default(),
             session_duration: Family::new_with_constructor(session_histogram),
             handshake_duration: Family::new_with_constructor(handshake_histogram),
             registry: Registry::default(),
@@ -118,6 +144,26 @@ impl Metrics {
             "backend_errors",
             "Failures reaching or talking to a backend",
             metrics.backend_errors.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused authentications by reason",
+            metrics.auth_failures.clone(),
+        );
+        registry.register(
+            "jwks_refresh",
+            "JWKS fetches by outcome",
+            metrics.jwks_refresh.clone(),
+        );
+        registry.register(
+            "jwks_keys",
+            "Usable keys in the current JWKS",
+            metrics.jwks_keys.clone(),
+        );
+        registry.register(
+            "jwks_age_seconds",
+            "Age of the keys in use (since their successful fetch)",
+            metrics.jwks_age.clone(),
         );
         registry.register(
             "session_duration_seconds",
@@ -162,6 +208,20 @@ impl Metrics {
             handshake_duration: self.handshake_duration.get_or_create_owned(&label),
             metrics: self.clone(),
             route,
+        }
+    }
+
+    /// Handles for one provider.
+    pub fn provider(&self, name: &str) -> ProviderMetrics {
+        let provider: Arc<str> = Arc::from(name);
+        let label = ProviderLabel {
+            provider: provider.clone(),
+        };
+        ProviderMetrics {
+            keys: self.jwks_keys.get_or_create_owned(&label),
+            age: self.jwks_age.get_or_create_owned(&label),
+            refresh: self.jwks_refresh.clone(),
+            provider,
         }
     }
 
@@ -222,6 +282,16 @@ impl RouteMetrics {
             .inc();
     }
 
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.metrics
+            .auth_failures
+            .get_or_create(&ReasonLabels {
+                route: self.route.clone(),
+                reason,
+            })
+            .inc();
+    }
+
     pub fn closed(&self, code: u16, lasted: Duration) {
         self.metrics
             .closes
@@ -231,5 +301,35 @@ impl RouteMetrics {
             })
             .inc();
         self.session_duration.observe(lasted.as_secs_f64());
+    }
+}
+
+/// Handles for one JWKS provider.
+#[derive(Clone)]
+pub struct ProviderMetrics {
+    keys: Gauge,
+    age: Gauge<f64, AtomicU64>,
+    refresh: Family<RefreshLabels, Counter>,
+    provider: Arc<str>,
+}
+
+impl ProviderMetrics {
+    /// Counts a fetch; `keys` is the new key count after a successful one.
+    pub fn refreshed(&self, result: &'static str, keys: Option<usize>) {
+        self.refresh
+            .get_or_create(&RefreshLabels {
+                provider: self.provider.clone(),
+                result,
+            })
+            .inc();
+        if let Some(keys) = keys {
+            self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the age of the keys in use (called when metrics are scraped).
+    pub fn set_age(&self, age: Option<Duration>) {
+        // Never loaded: infinitely old, so "age above N" alerts fire.
+        self.age.set(age.map_or(f64::INFINITY, |a| a.as_secs_f64()));
     }
 }

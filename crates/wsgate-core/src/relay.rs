@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -68,12 +69,14 @@ enum End {
     SinkFailed,
 }
 
-/// Relays until either side closes, or `shutdown` fires (then both get 1001).
+/// Relays until either side closes, `shutdown` fires (both get 1001), or the token expires
+/// at `expires` (the client gets 4001, the backend 1001).
 pub async fn run<C, B>(
     client: WebSocketStream<C>,
     backend: WebSocketStream<B>,
     metrics: &RouteMetrics,
     shutdown: &CancellationToken,
+    expires: Option<tokio::time::Instant>,
 ) -> Outcome
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -100,6 +103,8 @@ where
             end = up => First::Client(end),
             end = down => First::Backend(end),
             () = shutdown.cancelled() => First::Shutdown,
+            // A branch of this task's select on tokio's timer wheel: no task per session.
+            () = sleep_until_some(expires) => First::Expired,
         }
         // The other pump is dropped here; a message it was relaying is lost with the session.
     };
@@ -135,6 +140,15 @@ where
                 finish(&mut backend_tx, away()).await;
                 drain(&mut backend_rx).await;
             }
+            First::Expired => {
+                finish(
+                    &mut client_tx,
+                    Some(close(CloseCode::from(4001), "token expired")),
+                )
+                .await;
+                finish(&mut backend_tx, away()).await;
+                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
+            }
             First::Shutdown => {
                 finish(&mut client_tx, away()).await;
                 finish(&mut backend_tx, away()).await;
@@ -166,6 +180,7 @@ fn describe(first: &First) -> (u16, &'static str, &'static str) {
         First::Backend(End::Closed(frame)) => (code_of(frame), "backend", "backend closed"),
         First::Backend(End::SinkFailed) => (ABNORMAL, "client", "client vanished"),
         First::Shutdown => (1001, "proxy", "shutting down"),
+        First::Expired => (4001, "proxy", "token expired"),
     }
 }
 
@@ -173,6 +188,15 @@ enum First {
     Client(End),
     Backend(End),
     Shutdown,
+    Expired,
+}
+
+/// Completes at `deadline`, or never.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -293,6 +317,8 @@ fn protocol_close(error: &WsError) -> Option<CloseFrame> {
     match error {
         WsError::Capacity(_) => Some(close(CloseCode::Size, "message too big")),
         WsError::Utf8(_) => Some(close(CloseCode::Invalid, "invalid UTF-8")),
+        // A peer that just went away is not a protocol error worth a close frame.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(close(CloseCode::Protocol, "protocol error")),
         _ => None,
     }

@@ -75,7 +75,7 @@ pub fn backend_target(route: &Route, path: &str, query: Option<&str>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Backend;
+    use crate::config::{Auth, Backend, DEFAULT_TOKEN_FROM, OnExpiry, Origins};
     use std::time::Duration;
 
     fn route(name: &str, host: Option<HostMatch>, path: &str, backend_path: &str) -> Route {
@@ -88,6 +88,17 @@ mod tests {
                 path: backend_path.to_owned(),
                 query: None,
             },
+            auth: Auth {
+                provider: 0,
+                token_from: DEFAULT_TOKEN_FROM.to_vec(),
+                query_param: "access_token".into(),
+                subprotocol_marker: "bearer".into(),
+                cookie_name: "access_token".into(),
+                require_claims: Vec::new(),
+                forward_claims: Vec::new(),
+                on_expiry: OnExpiry::Close,
+            },
+            origins: Origins::Any,
             max_message_size: 1024,
             backend_connect: Duration::from_secs(1),
         }

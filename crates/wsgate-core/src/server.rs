@@ -29,12 +29,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::{self, Answer};
-use crate::config::{Config, Route};
+use crate::auth::jwks::KeyStore;
+use crate::auth::{self, Authenticator, Principal, token};
+use crate::backend::{self, Answer, Outgoing};
+use crate::config::{Config, OnExpiry, Route};
 use crate::handshake::{self, Refusal};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::{Router, backend_target};
-use crate::{admin, relay, tls};
+use crate::{admin, origin, relay, tls};
 
 /// Cap on the upgrade request's head (request line and headers): larger gets 431.
 const MAX_REQUEST_HEAD: usize = 32 * 1024;
@@ -55,6 +57,11 @@ pub enum Error {
     },
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    #[error("provider {provider}: {source}")]
+    Provider {
+        provider: String,
+        source: auth::jwks::Error,
+    },
 }
 
 /// A route with what it needs at run time, built once.
@@ -77,6 +84,7 @@ pub(crate) struct Shared {
     router: Router<RouteEntry>,
     unrouted: RouteMetrics,
     tls: TlsAcceptor,
+    pub(crate) auth: Authenticator,
     pub(crate) metrics: Arc<Metrics>,
     connections: Arc<Semaphore>,
     refusing: Arc<Semaphore>,
@@ -108,6 +116,16 @@ impl Server {
         let admin = bind("admin", config.admin.address).await?;
         let tls = TlsAcceptor::from(config.listen.tls.server_config()?);
         let metrics = Arc::new(Metrics::new());
+        let mut stores = Vec::new();
+        for provider in &config.providers {
+            let store = KeyStore::new(provider.clone(), metrics.provider(&provider.name)).map_err(
+                |source| Error::Provider {
+                    provider: provider.name.clone(),
+                    source,
+                },
+            )?;
+            stores.push(Arc::new(store));
+        }
         let router = Router::new(config.routes.iter().map(|route| RouteEntry {
             metrics: metrics.route(&route.name),
             websocket: relay::websocket_config(route.max_message_size),
@@ -117,6 +135,7 @@ impl Server {
             router,
             unrouted: metrics.route(""),
             tls,
+            auth: Authenticator::new(stores),
             connections: Arc::new(Semaphore::new(config.listen.max_connections)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             metrics,
@@ -152,6 +171,11 @@ impl Server {
             admin,
         } = self;
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
+        // Keys are fetched in the background: until a provider has them, its routes answer
+        // 503 and /readyz says not ready.
+        for store in &shared.auth.stores {
+            tokio::spawn(store.clone().run(shared.draining.clone()));
+        }
         info!(
             address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             routes = shared.config.routes.len(),
@@ -216,6 +240,7 @@ enum Admission {
 /// A session whose 101 is on its way: what the relay needs once hyper hands over the socket.
 struct Pending {
     entry: Arc<RouteEntry>,
+    principal: Arc<Principal>,
     client: OnUpgrade,
     backend: TokioIo<Upgraded>,
     started: Instant,
@@ -276,30 +301,50 @@ async fn handle(
                 .map_or(&shared.unrouted, |e| &e.metrics)
                 .clone();
             let route = entry.as_ref().map_or("", |e| e.route.name.as_str());
-            if matches!(
-                refusal,
-                Refusal::BackendRefused | Refusal::BackendTimeout | Refusal::BackendInvalid(_)
-            ) {
-                metrics.backend_error(refusal.result());
+            match refusal {
+                Refusal::BackendRefused | Refusal::BackendTimeout | Refusal::BackendInvalid(_) => {
+                    metrics.backend_error(refusal.result());
+                }
+                Refusal::Auth(error) => metrics.auth_failure(error.reason()),
+                Refusal::Origin(_) => metrics.auth_failure("origin"),
+                _ => {}
             }
             info!(target: "wsgate::access", %peer, route, ?path, status = refusal.status().as_u16(),
                 result = refusal.result(), reason = refusal.reason(), "refused");
             (refusal.response(), metrics, refusal.result())
         }
-        Opened::Answered(entry, Answer::Refused(response), _) => {
+        Opened::Answered(Admitted {
+            entry,
+            answer: Answer::Refused(response),
+            ..
+        }) => {
             entry.metrics.backend_error("backend_status");
             info!(target: "wsgate::access", %peer, route = entry.route.name, ?path,
                 status = response.status().as_u16(), result = "backend_status",
                 reason = "backend refused the upgrade", "refused");
             (response, entry.metrics.clone(), "backend_status")
         }
-        Opened::Answered(entry, Answer::Upgraded { io, protocol }, key) => {
+        Opened::Answered(Admitted {
+            entry,
+            answer: Answer::Upgraded { io, protocol },
+            key,
+            principal,
+            marker_offered,
+        }) => {
+            // A browser that offered the marker needs a subprotocol in the 101; the token
+            // entry is never echoed.
+            let protocol = protocol.or_else(|| {
+                marker_offered
+                    .then(|| HeaderValue::from_str(&entry.route.auth.subprotocol_marker).ok())
+                    .flatten()
+            });
             let response = switching_protocols(&key, protocol);
             let metrics = entry.metrics.clone();
             let client = hyper::upgrade::on(&mut request);
             if let Ok(mut slot) = slot.lock() {
                 *slot = Some(Pending {
                     entry,
+                    principal,
                     client,
                     backend: io,
                     started,
@@ -315,8 +360,18 @@ async fn handle(
 enum Opened {
     /// Refused by the proxy, with the route if one had matched.
     Refused(Option<Arc<RouteEntry>>, Refusal),
-    /// The backend answered; the client's key is kept for the 101.
-    Answered(Arc<RouteEntry>, Answer, HeaderValue),
+    /// Authenticated, and the backend answered.
+    Answered(Admitted),
+}
+
+struct Admitted {
+    entry: Arc<RouteEntry>,
+    answer: Answer,
+    /// The client's `Sec-WebSocket-Key`, for the 101.
+    key: HeaderValue,
+    principal: Arc<Principal>,
+    /// The client offered the subprotocol marker (the token travelled that way).
+    marker_offered: bool,
 }
 
 /// Cheap checks first, then the backend.
@@ -340,11 +395,61 @@ async fn route_and_open(
     let Some(entry) = shared.router.find(&upgrade.host, path) else {
         return Opened::Refused(None, Refusal::NoRoute);
     };
-    let target = backend_target(&entry.route, path, request.uri().query());
-    match backend::open(&entry.route, &target, request, &upgrade, peer).await {
-        Ok(answer) => Opened::Answered(entry.clone(), answer, upgrade.key),
+    match admit_and_open(shared, request, peer, entry, upgrade).await {
+        Ok(admitted) => Opened::Answered(admitted),
         Err(refusal) => Opened::Refused(Some(entry.clone()), refusal),
     }
+}
+
+/// Origin -> token -> claims -> the backend, with every trace of the token removed.
+async fn admit_and_open(
+    shared: &Shared,
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    entry: &Arc<RouteEntry>,
+    upgrade: handshake::Upgrade,
+) -> Result<Admitted, Refusal> {
+    let route = &entry.route;
+    let auth = &route.auth;
+    let headers = request.headers();
+    origin::check(&route.origins, headers).map_err(Refusal::Origin)?;
+    let query = request.uri().query();
+    let token = token::extract(auth, headers, query, &upgrade.protocols)
+        .and_then(|token| token.ok_or(auth::Error::Missing))
+        .map_err(Refusal::Auth)?;
+    let principal = shared
+        .auth
+        .verify(auth.provider, &token)
+        .await
+        .map_err(Refusal::Auth)?;
+    auth::check_claims(auth, &principal.claims).map_err(Refusal::Auth)?;
+    let identity = auth::forward_headers(auth, &principal.claims).map_err(Refusal::Auth)?;
+
+    let mut forwarded = backend::end_to_end(headers);
+    token::strip_headers(auth, &mut forwarded);
+    forwarded.extend(
+        identity
+            .into_iter()
+            .map(|(name, value)| (Some(name), value)),
+    );
+    let mut protocols = upgrade.protocols;
+    let marker_offered = token::strip_protocols(auth, &mut protocols);
+    let query = token::strip_query(auth, query);
+    let outgoing = Outgoing {
+        target: backend_target(route, request.uri().path(), query.as_deref()),
+        headers: forwarded,
+        protocols,
+        client_host: headers.get(header::HOST).cloned(),
+        peer,
+    };
+    let answer = backend::open(route, outgoing).await?;
+    Ok(Admitted {
+        entry: entry.clone(),
+        answer,
+        key: upgrade.key,
+        principal,
+        marker_offered,
+    })
 }
 
 fn switching_protocols(
@@ -370,6 +475,7 @@ fn switching_protocols(
 async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let Pending {
         entry,
+        principal,
         client,
         backend,
         started,
@@ -384,11 +490,19 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let backend =
         WebSocketStream::from_raw_socket(backend, Role::Client, Some(entry.websocket)).await;
     entry.metrics.active.inc();
-    let outcome = relay::run(client, backend, &entry.metrics, &shared.draining).await;
+    let expires = match entry.route.auth.on_expiry {
+        OnExpiry::Close => {
+            let leeway = shared.auth.stores[entry.route.auth.provider].config.leeway;
+            Some(principal.expires_at(leeway))
+        }
+        OnExpiry::Ignore => None,
+    };
+    let outcome = relay::run(client, backend, &entry.metrics, &shared.draining, expires).await;
     entry.metrics.active.dec();
     let lasted = started.elapsed();
     entry.metrics.closed(outcome.code, lasted);
-    info!(target: "wsgate::access", %peer, route, code = outcome.code, by = outcome.by,
+    let sub = principal.sub.as_deref().unwrap_or("");
+    info!(target: "wsgate::access", %peer, route, ?sub, code = outcome.code, by = outcome.by,
         reason = outcome.reason, duration_ms = lasted.as_millis() as u64,
         messages_in = outcome.up.messages, bytes_in = outcome.up.bytes,
         messages_out = outcome.down.messages, bytes_out = outcome.down.bytes, "session closed");

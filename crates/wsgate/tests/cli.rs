@@ -15,10 +15,11 @@ use support::*;
 
 const WSGATE: &str = env!("CARGO_BIN_EXE_wsgate");
 
-fn write_config(pki: &Pki, routes: &str, extra_listen: &str) -> PathBuf {
+fn write_config(pki: &Pki, routes: &str, extra_listen: &str, jwks_url: &str) -> PathBuf {
     let path = pki.dir.path().join("wsgate.yaml");
     let yaml = format!(
-        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: server.crt\n    key: server.key\n{extra_listen}admin:\n  address: 127.0.0.1:0\nroutes:\n{routes}"
+        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: server.crt\n    key: server.key\n{extra_listen}admin:\n  address: 127.0.0.1:0\n\
+         providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {jwks_url}\n    audiences: [{AUDIENCE}]\nroutes:\n{routes}"
     );
     std::fs::write(&path, yaml).expect("write config");
     path
@@ -42,8 +43,9 @@ fn check_accepts_a_valid_file_with_exit_0() {
     let pki = Pki::new();
     let path = write_config(
         &pki,
-        "  - name: echo\n    match:\n      path: /echo\n    backend: ws://127.0.0.1:9/\n",
+        &route("echo", "/echo", "ws://127.0.0.1:9/"),
         "",
+        "https://id.example.com/jwks.json",
     );
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 0, "{stderr}");
@@ -61,14 +63,21 @@ fn check_accepts_a_valid_file_with_exit_0() {
 fn check_lists_every_problem_and_exits_64() {
     let pki = Pki::new();
     let routes = "  - name: echo\n    match:\n      path: echo\n    backend: http://127.0.0.1:9/\n";
-    let path = write_config(&pki, routes, "  handshake_timeout: 10\n");
+    let path = write_config(
+        &pki,
+        routes,
+        "  handshake_timeout: 10\n",
+        "http://id.example.com/jwks.json",
+    );
     let (code, _, stderr) = check(&path);
     assert_eq!(code, 64, "{stderr}");
     let file = path.display().to_string();
     for expected in [
         format!("{file}: listen.handshake_timeout (line 6)"),
-        format!("{file}: routes[0].match.path (line 12)"),
-        format!("{file}: routes[0].backend (line 13)"),
+        format!("{file}: providers[0].jwks_url (line 12)"),
+        format!("{file}: routes[0].match.path (line 17)"),
+        format!("{file}: routes[0].backend (line 18)"),
+        format!("{file}: routes[0].auth (line 15): is required"),
     ] {
         assert!(
             stderr.contains(&expected),
@@ -94,11 +103,9 @@ fn check_lists_every_problem_and_exits_64() {
 async fn sigterm_drains_sessions_with_1001_and_exits_0() {
     let pki = Pki::new();
     let mut backend = EchoBackend::start(&[]).await;
-    let routes = format!(
-        "  - name: echo\n    match:\n      path: /echo\n    backend: {}\n",
-        backend.url()
-    );
-    let path = write_config(&pki, &routes, "  shutdown_grace: 5s\n");
+    let jwks = JwksServer::start(&keys()[..1]).await;
+    let routes = route("echo", "/echo", &backend.url());
+    let path = write_config(&pki, &routes, "  shutdown_grace: 5s\n", &jwks.url);
     let mut child = tokio::process::Command::new(WSGATE)
         .args(["--log-format", "json", "run", "--config"])
         .arg(&path)
@@ -107,21 +114,25 @@ async fn sigterm_drains_sessions_with_1001_and_exits_0() {
         .spawn()
         .expect("spawn wsgate");
     let mut logs = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut address = None;
     let addr = within(async {
         while let Some(line) = logs.next_line().await.expect("read log") {
             if line.contains("wsgate listening") {
                 let start = line.find(r#""address":""#).expect("address field") + 11;
                 let end = start + line[start..].find('"').expect("end quote");
-                return line[start..end]
-                    .parse::<std::net::SocketAddr>()
-                    .expect("address");
+                address = line[start..end].parse::<std::net::SocketAddr>().ok();
+            }
+            // Serving starts once the provider's keys are in.
+            if line.contains("JWKS loaded") {
+                return address.expect("the listening line comes first");
             }
         }
-        panic!("wsgate exited before listening");
+        panic!("wsgate exited before it was ready");
     })
     .await;
 
-    let (mut ws, _) = wss_connect(addr, &pki, "/echo", &[])
+    let bearer = format!("Bearer {}", sign(&keys()[0], &claims("alice")));
+    let (mut ws, _) = wss_connect(addr, &pki, "/echo", &[("authorization", &bearer)])
         .await
         .expect("upgrade");
     ws.send(Message::text("hello")).await.expect("send");

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::header::HeaderName;
+pub use jsonwebtoken::Algorithm;
+
+use crate::origin::Pattern;
 use crate::tls::Identity;
 
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,13 +23,88 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKEND_CONNECT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TOKEN_FROM: [Transport; 3] =
+    [Transport::Header, Transport::Subprotocol, Transport::Query];
+pub const DEFAULT_QUERY_PARAM: &str = "access_token";
+pub const DEFAULT_SUBPROTOCOL_MARKER: &str = "bearer";
+pub const DEFAULT_COOKIE_NAME: &str = "access_token";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
     pub admin: Admin,
+    pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
+}
+
+/// A JWT issuer and where its keys are published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    /// https, or http for loopback hosts only.
+    pub jwks_url: reqwest::Url,
+    pub audiences: Vec<String>,
+    /// Allowlist; never `none` or HS*.
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub refresh_interval: Duration,
+    pub refetch_cooldown: Duration,
+    pub max_stale: Duration,
+    /// PEM CA certificates to trust for the JWKS instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Where a route looks for the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `Authorization: Bearer <JWT>`
+    Header,
+    /// `Sec-WebSocket-Protocol: <marker>, <JWT>`
+    Subprotocol,
+    /// `?access_token=<JWT>`
+    Query,
+    /// `Cookie: access_token=<JWT>`
+    Cookie,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpiry {
+    Close,
+    Ignore,
+}
+
+/// `routes[].auth`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub token_from: Vec<Transport>,
+    pub query_param: String,
+    pub subprotocol_marker: String,
+    pub cookie_name: String,
+    /// Claim name and the values it must all contain.
+    pub require_claims: Vec<(String, Vec<String>)>,
+    /// Claim name and the header it is forwarded in.
+    pub forward_claims: Vec<(String, HeaderName)>,
+    pub on_expiry: OnExpiry,
+}
+
+/// `routes[].origins`
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origins {
+    /// The explicit opt-out.
+    Any,
+    Allow {
+        patterns: Vec<Pattern>,
+        allow_missing: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +128,8 @@ pub struct Route {
     /// Path prefix, matched on segment boundaries (`/chat` matches `/chat/x`, not `/chatx`).
     pub path: String,
     pub backend: Backend,
+    pub auth: Auth,
+    pub origins: Origins,
     pub max_message_size: usize,
     pub backend_connect: Duration,
 }

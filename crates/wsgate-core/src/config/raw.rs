@@ -2,8 +2,11 @@
 //! parse all of them, report every bad value with its path and line, and substitute `${VAR}`
 //! inside a single scalar (never across YAML structure). Unknown keys are refused here.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 /// A scalar with the place it was written.
@@ -17,7 +20,7 @@ pub struct Root {
     pub listen: Option<Spanned<Listen>>,
     pub trusted_proxies: Unsupported,
     pub admin: Option<Spanned<Admin>>,
-    pub providers: Unsupported,
+    pub providers: Option<Spanned<Vec<Spanned<Provider>>>>,
     pub routes: Option<Spanned<Vec<Spanned<Route>>>>,
 }
 
@@ -52,8 +55,8 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matcher: Option<Spanned<Match>>,
     pub backend: Option<Scalar>,
-    pub auth: Unsupported,
-    pub origins: Unsupported,
+    pub auth: Option<Spanned<Auth>>,
+    pub origins: Option<Spanned<Origins>>,
     pub limits: Option<Spanned<Limits>>,
     pub timeouts: Option<Spanned<Timeouts>>,
 }
@@ -85,4 +88,93 @@ pub struct Timeouts {
     pub ping_interval: Unsupported,
     pub pong_timeout: Unsupported,
     pub backend_connect: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: Option<Scalar>,
+    pub issuer: Option<Scalar>,
+    pub jwks_url: Option<Scalar>,
+    pub audiences: Option<Spanned<Vec<Scalar>>>,
+    pub algorithms: Option<Spanned<Vec<Scalar>>>,
+    pub leeway: Option<Scalar>,
+    pub refresh_interval: Option<Scalar>,
+    pub refetch_cooldown: Option<Scalar>,
+    pub max_stale: Option<Scalar>,
+    pub ca_file: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub provider: Option<Scalar>,
+    pub token_from: Option<Spanned<Vec<Scalar>>>,
+    pub query_param: Option<Scalar>,
+    pub subprotocol_marker: Option<Scalar>,
+    pub cookie_name: Option<Scalar>,
+    pub require_claims: Option<Spanned<BTreeMap<String, Spanned<OneOrMany>>>>,
+    pub forward_claims: Option<Spanned<BTreeMap<String, Scalar>>>,
+    pub on_expiry: Option<Scalar>,
+}
+
+/// `origins: any`, or a mapping with `allow` and `allow_missing`.
+#[derive(Debug)]
+pub enum Origins {
+    Keyword(String),
+    Rules(OriginRules),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginRules {
+    pub allow: Option<Spanned<Vec<Scalar>>>,
+    pub allow_missing: Option<Scalar>,
+}
+
+impl<'de> Deserialize<'de> for Origins {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OriginsVisitor;
+        impl<'de> Visitor<'de> for OriginsVisitor {
+            type Value = Origins;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`any` or a mapping with `allow` and `allow_missing`")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Origins, E> {
+                Ok(Origins::Keyword(value.to_owned()))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Origins, M::Error> {
+                OriginRules::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(Origins::Rules)
+            }
+        }
+        deserializer.deserialize_any(OriginsVisitor)
+    }
+}
+
+/// A claim requirement: one value or a list of values.
+#[derive(Debug)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValuesVisitor;
+        impl<'de> Visitor<'de> for ValuesVisitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![value.to_owned()]))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<OneOrMany, S::Error> {
+                let mut values = Vec::new();
+                while let Some(value) = seq.next_element::<String>()? {
+                    values.push(value);
+                }
+                Ok(OneOrMany(values))
+            }
+        }
+        deserializer.deserialize_any(ValuesVisitor)
+    }
 }

@@ -3,19 +3,18 @@
 //! mistake in one run of `wsgate check`.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::header::HeaderName;
+
 use serde_saphyr::{Location, Spanned};
 
 use super::raw::{self, Scalar, Unsupported};
-use super::{
-    Admin, Backend, Config, DEFAULT_BACKEND_CONNECT, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHUTDOWN_GRACE, Error, HostMatch,
-    Listen, Problem, Route, units,
-};
+use super::*;
+use crate::origin::Pattern;
 use crate::tls::{self, Identity};
 
 /// Largest `max_message_size` accepted: a message is buffered whole before it is relayed.
@@ -178,17 +177,30 @@ impl Validator<'_> {
             &root.trusted_proxies,
             "admission control",
         );
-        self.unsupported("providers", &root.providers, "JWT authentication");
         let listen = self
             .section("listen", &top, &root.listen)
             .and_then(|listen| self.listen(listen));
         let admin = self
             .section("admin", &top, &root.admin)
             .and_then(|admin| self.admin(admin));
-        let routes = self.routes(root.routes.as_ref());
+        let providers = self.providers(root.providers.as_ref());
+        let names: Vec<String> = root
+            .providers
+            .iter()
+            .flat_map(|list| list.value.iter())
+            .map(|p| {
+                p.value
+                    .name
+                    .as_ref()
+                    .map(|n| n.value.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let routes = self.routes(root.routes.as_ref(), &names);
         Some(Config {
             listen: listen?,
             admin: admin?,
+            providers,
             routes,
         })
     }
@@ -257,7 +269,11 @@ impl Validator<'_> {
         Some(Admin { address: address? })
     }
 
-    fn routes(&mut self, routes: Option<&Spanned<Vec<Spanned<raw::Route>>>>) -> Vec<Route> {
+    fn routes(
+        &mut self,
+        routes: Option<&Spanned<Vec<Spanned<raw::Route>>>>,
+        providers: &[String],
+    ) -> Vec<Route> {
         let Some(routes) = routes else {
             return Vec::new();
         };
@@ -266,7 +282,7 @@ impl Validator<'_> {
         let mut valid = Vec::new();
         for (i, route) in routes.value.iter().enumerate() {
             let path = format!("routes[{i}]");
-            let Some(route) = self.route(&path, route) else {
+            let Some(route) = self.route(&path, route, providers) else {
                 continue;
             };
             let at = &routes.value[i].referenced;
@@ -289,11 +305,32 @@ impl Validator<'_> {
         valid
     }
 
-    fn route(&mut self, path: &str, route: &Spanned<raw::Route>) -> Option<Route> {
+    fn route(
+        &mut self,
+        path: &str,
+        route: &Spanned<raw::Route>,
+        providers: &[String],
+    ) -> Option<Route> {
         let at = &route.referenced;
         let r = &route.value;
-        self.unsupported(&format!("{path}.auth"), &r.auth, "JWT authentication");
-        self.unsupported(&format!("{path}.origins"), &r.origins, "admission control");
+        let auth = self
+            .section(&format!("{path}.auth"), at, &r.auth)
+            .and_then(|auth| self.auth(&format!("{path}.auth"), auth, providers));
+        let origins = match &r.origins {
+            Some(origins) => self.origins(&format!("{path}.origins"), origins),
+            None => {
+                let message = "is required: list the allowed browser origins, or write `origins: any` to opt out";
+                self.fail(&format!("{path}.origins"), at, message);
+                None
+            }
+        };
+        if let (Some(auth), Some(Origins::Any)) = (&auth, &origins)
+            && auth.token_from.contains(&Transport::Cookie)
+        {
+            let message =
+                "a cookie token needs an Origin allowlist: browsers send cookies cross-site";
+            self.fail(&format!("{path}.origins"), at, message);
+        }
         let name = self.required(&format!("{path}.name"), at, &r.name, route_name);
         let matcher = self.section(&format!("{path}.match"), at, &r.matcher);
         let (host, prefix) = match matcher {
@@ -342,6 +379,8 @@ impl Validator<'_> {
             host,
             path: prefix?,
             backend: backend?,
+            auth: auth?,
+            origins: origins?,
             max_message_size,
             backend_connect,
         })
@@ -381,6 +420,383 @@ impl Validator<'_> {
             },
         )
     }
+}
+
+impl Validator<'_> {
+    fn providers(
+        &mut self,
+        providers: Option<&Spanned<Vec<Spanned<raw::Provider>>>>,
+    ) -> Vec<Provider> {
+        let mut names = HashSet::new();
+        let mut valid = Vec::new();
+        for (i, provider) in providers
+            .iter()
+            .flat_map(|list| list.value.iter())
+            .enumerate()
+        {
+            let path = format!("providers[{i}]");
+            if let Some(provider) = self.provider(&path, provider) {
+                if !names.insert(provider.name.clone()) {
+                    let message = format!("{:?} is used by an earlier provider", provider.name);
+                    self.fail(
+                        &format!("{path}.name"),
+                        &providers_at(providers, i),
+                        message,
+                    );
+                }
+                valid.push(provider);
+            }
+        }
+        valid
+    }
+
+    fn provider(&mut self, path: &str, provider: &Spanned<raw::Provider>) -> Option<Provider> {
+        let at = &provider.referenced;
+        let p = &provider.value;
+        let field = |name: &str| format!("{path}.{name}");
+        let name = self.required(&field("name"), at, &p.name, route_name);
+        let issuer = self.required(&field("issuer"), at, &p.issuer, non_empty);
+        let jwks_url = self.required(&field("jwks_url"), at, &p.jwks_url, jwks_url);
+        let audiences = match &p.audiences {
+            Some(list) if !list.value.is_empty() => {
+                let parsed: Vec<_> = list
+                    .value
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, a)| {
+                        self.value(&format!("{path}.audiences[{i}]"), a, non_empty)
+                    })
+                    .collect();
+                (parsed.len() == list.value.len()).then_some(parsed)
+            }
+            Some(list) => {
+                self.fail(
+                    &field("audiences"),
+                    &list.referenced,
+                    "must list at least one audience",
+                );
+                None
+            }
+            None => {
+                self.fail(&field("audiences"), at, "is required");
+                None
+            }
+        };
+        let algorithms = match &p.algorithms {
+            None => Some(DEFAULT_ALGORITHMS.to_vec()),
+            Some(list) if list.value.is_empty() => {
+                self.fail(
+                    &field("algorithms"),
+                    &list.referenced,
+                    "must list at least one algorithm",
+                );
+                None
+            }
+            Some(list) => {
+                let parsed: Vec<_> = list
+                    .value
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, a)| {
+                        self.value(&format!("{path}.algorithms[{i}]"), a, algorithm)
+                    })
+                    .collect();
+                (parsed.len() == list.value.len()).then_some(parsed)
+            }
+        };
+        let leeway = self.optional(&field("leeway"), &p.leeway, DEFAULT_LEEWAY, units::duration);
+        let refresh_interval = self.optional(
+            &field("refresh_interval"),
+            &p.refresh_interval,
+            DEFAULT_REFRESH_INTERVAL,
+            positive_duration,
+        );
+        let refetch_cooldown = self.optional(
+            &field("refetch_cooldown"),
+            &p.refetch_cooldown,
+            DEFAULT_REFETCH_COOLDOWN,
+            units::duration,
+        );
+        let max_stale = self.optional(
+            &field("max_stale"),
+            &p.max_stale,
+            DEFAULT_MAX_STALE,
+            positive_duration,
+        );
+        let ca_pem = match &p.ca_file {
+            None => None,
+            Some(file) => {
+                let base = self.base;
+                let read = self.value(&field("ca_file"), file, |f| {
+                    std::fs::read(base.join(f)).map_err(|e| format!("cannot read: {e}"))
+                });
+                read.as_ref()?;
+                read
+            }
+        };
+        Some(Provider {
+            name: name?,
+            issuer: issuer?,
+            jwks_url: jwks_url?,
+            audiences: audiences?,
+            algorithms: algorithms?,
+            leeway,
+            refresh_interval,
+            refetch_cooldown,
+            max_stale,
+            ca_pem,
+        })
+    }
+
+    fn auth(
+        &mut self,
+        path: &str,
+        auth: &Spanned<raw::Auth>,
+        providers: &[String],
+    ) -> Option<Auth> {
+        let at = &auth.referenced;
+        let a = &auth.value;
+        let field = |name: &str| format!("{path}.{name}");
+        let provider = self.required(&field("provider"), at, &a.provider, |name| {
+            providers
+                .iter()
+                .position(|p| p == name)
+                .ok_or_else(|| format!("no provider is named so (known: {})", providers.join(", ")))
+        });
+        let token_from = match &a.token_from {
+            None => Some(DEFAULT_TOKEN_FROM.to_vec()),
+            Some(list) if list.value.is_empty() => {
+                self.fail(
+                    &field("token_from"),
+                    &list.referenced,
+                    "must list at least one transport",
+                );
+                None
+            }
+            Some(list) => {
+                let parsed: Vec<_> = list
+                    .value
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| {
+                        self.value(&format!("{path}.token_from[{i}]"), t, transport)
+                    })
+                    .collect();
+                (parsed.len() == list.value.len()).then_some(parsed)
+            }
+        };
+        let query_param = self.optional(
+            &field("query_param"),
+            &a.query_param,
+            DEFAULT_QUERY_PARAM.to_owned(),
+            token_name,
+        );
+        let subprotocol_marker = self.optional(
+            &field("subprotocol_marker"),
+            &a.subprotocol_marker,
+            DEFAULT_SUBPROTOCOL_MARKER.to_owned(),
+            token_name,
+        );
+        let cookie_name = self.optional(
+            &field("cookie_name"),
+            &a.cookie_name,
+            DEFAULT_COOKIE_NAME.to_owned(),
+            token_name,
+        );
+        let mut require_claims = Vec::new();
+        for (claim, values) in a.require_claims.iter().flat_map(|m| m.value.iter()) {
+            if values.value.0.is_empty() || values.value.0.iter().any(String::is_empty) {
+                let message = "expected a value or a list of non-empty values";
+                self.fail(
+                    &format!("{path}.require_claims.{claim}"),
+                    &values.referenced,
+                    message,
+                );
+            }
+            require_claims.push((claim.clone(), values.value.0.clone()));
+        }
+        let mut forward_claims = Vec::new();
+        for (claim, header) in a.forward_claims.iter().flat_map(|m| m.value.iter()) {
+            if let Some(name) = self.value(
+                &format!("{path}.forward_claims.{claim}"),
+                header,
+                forward_header,
+            ) {
+                forward_claims.push((claim.clone(), name));
+            }
+        }
+        let on_expiry =
+            self.optional(
+                &field("on_expiry"),
+                &a.on_expiry,
+                OnExpiry::Close,
+                |text| match text {
+                    "close" => Ok(OnExpiry::Close),
+                    "ignore" => Ok(OnExpiry::Ignore),
+                    _ => Err("expected close or ignore".to_owned()),
+                },
+            );
+        Some(Auth {
+            provider: provider?,
+            token_from: token_from?,
+            query_param,
+            subprotocol_marker,
+            cookie_name,
+            require_claims,
+            forward_claims,
+            on_expiry,
+        })
+    }
+
+    fn origins(&mut self, path: &str, origins: &Spanned<raw::Origins>) -> Option<Origins> {
+        match &origins.value {
+            raw::Origins::Keyword(keyword) if keyword == "any" => Some(Origins::Any),
+            raw::Origins::Keyword(other) => {
+                let message = format!(
+                    "{other:?}: expected `any` or a mapping with `allow` and `allow_missing`"
+                );
+                self.fail(path, &origins.referenced, message);
+                None
+            }
+            raw::Origins::Rules(rules) => {
+                let allow_missing = self.optional(
+                    &format!("{path}.allow_missing"),
+                    &rules.allow_missing,
+                    false,
+                    boolean,
+                );
+                let Some(allow) = &rules.allow else {
+                    self.fail(
+                        &format!("{path}.allow"),
+                        &origins.referenced,
+                        "is required (or write `origins: any`)",
+                    );
+                    return None;
+                };
+                let patterns: Vec<Pattern> = allow
+                    .value
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, o)| {
+                        self.value(&format!("{path}.allow[{i}]"), o, Pattern::parse)
+                    })
+                    .collect();
+                if allow.value.is_empty() && !allow_missing {
+                    self.fail(
+                        &format!("{path}.allow"),
+                        &allow.referenced,
+                        "allows nothing: list origins",
+                    );
+                }
+                (patterns.len() == allow.value.len()).then_some(Origins::Allow {
+                    patterns,
+                    allow_missing,
+                })
+            }
+        }
+    }
+}
+
+fn providers_at(providers: Option<&Spanned<Vec<Spanned<raw::Provider>>>>, i: usize) -> Location {
+    providers
+        .and_then(|list| list.value.get(i))
+        .map_or(Location::UNKNOWN, |p| p.referenced)
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+/// A name that travels in a URL, a cookie or a subprotocol list: an HTTP token.
+fn token_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-', '_' or '.'".to_owned())
+    }
+}
+
+fn transport(text: &str) -> Result<Transport, String> {
+    match text {
+        "header" => Ok(Transport::Header),
+        "subprotocol" => Ok(Transport::Subprotocol),
+        "query" => Ok(Transport::Query),
+        "cookie" => Ok(Transport::Cookie),
+        _ => Err("expected header, subprotocol, query or cookie".to_owned()),
+    }
+}
+
+fn algorithm(text: &str) -> Result<Algorithm, String> {
+    use Algorithm::*;
+    let allowed = [
+        RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+    ];
+    text.parse::<Algorithm>()
+        .ok()
+        .filter(|alg| allowed.contains(alg))
+        .ok_or_else(|| "expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (never none or HS*)".to_owned())
+}
+
+fn jwks_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    let host = url.host_str().ok_or("needs a host")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err("must be https:// (http:// only for loopback hosts)".to_owned()),
+        _ => Err("must be an https:// URL".to_owned()),
+    }
+}
+
+/// A header the backend receives from a claim; never one the proxy or the protocol owns.
+fn forward_header(text: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| "not a valid header name".to_owned())?;
+    let reserved = [
+        "host",
+        "connection",
+        "upgrade",
+        "authorization",
+        "cookie",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "keep-alive",
+        "proxy-authorization",
+        "forwarded",
+    ];
+    let lower = name.as_str();
+    if reserved.contains(&lower)
+        || lower.starts_with("sec-websocket-")
+        || lower.starts_with("x-forwarded-")
+    {
+        return Err(
+            "this header belongs to the proxy or the protocol; pick another (e.g. X-Auth-Subject)"
+                .to_owned(),
+        );
+    }
+    Ok(name)
 }
 
 /// Replaces every `${NAME}` with the variable's value; an unset variable is an error.

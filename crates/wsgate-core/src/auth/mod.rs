@@ -1,0 +1,417 @@
+//! Authentication: pull the bearer JWT from the upgrade request, verify it against the
+//! route's provider, apply the route's claim rules, and yield a [`Principal`].
+//!
+//! The algorithm comes from the provider's allowlist and the key, never from trust in the
+//! token header: `none`, HS*, an algorithm the key was not published for, header-supplied
+//! keys (`jwk`, `jku`, `x5u`, `x5c`: never fetched) and `crit` extensions are refused.
+//! Malformed tokens are refused before any signature work. Verified tokens are cached by a
+//! SHA-256 of provider and token until they expire, so reconnect storms cost no RSA work.
+
+pub mod jwks;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::header::{HeaderName, HeaderValue};
+use jsonwebtoken::errors::ErrorKind;
+use serde_json::{Map, Value};
+
+use crate::config::Auth;
+use jwks::KeyStore;
+
+/// Longest token accepted in any transport.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Deepest JSON nesting accepted in a token's header or claims.
+const MAX_JSON_DEPTH: usize = 16;
+/// Verified tokens kept in the cache.
+const CACHE_CAPACITY: u64 = 100_000;
+
+/// Why a request is not authenticated; each maps to one HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// No token: 401 with `WWW-Authenticate: Bearer realm="wsgate"`.
+    Missing,
+    /// Ambiguous or broken transport: 401 `error="invalid_request"`.
+    InvalidRequest(&'static str),
+    /// The token itself fails: 401 `error="invalid_token"`; the reason is a metric label.
+    InvalidToken(&'static str),
+    /// Valid token, but a route claim rule fails: 403 `error="insufficient_scope"`.
+    InsufficientScope,
+    /// The provider has no usable keys (not loaded yet, or stale): 503.
+    KeysUnavailable,
+}
+
+impl Error {
+    /// Label for `auth_failures_total{reason}`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Error::Missing => "missing",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidToken(reason) => reason,
+            Error::InsufficientScope => "insufficient_scope",
+            Error::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// The `WWW-Authenticate` value, where one belongs.
+    pub fn challenge(self) -> Option<&'static str> {
+        match self {
+            Error::Missing => Some(r#"Bearer realm="wsgate""#),
+            Error::InvalidRequest(_) => Some(r#"Bearer realm="wsgate", error="invalid_request""#),
+            Error::InvalidToken(_) => Some(r#"Bearer realm="wsgate", error="invalid_token""#),
+            Error::InsufficientScope => {
+                Some(r#"Bearer realm="wsgate", error="insufficient_scope""#)
+            }
+            Error::KeysUnavailable => None,
+        }
+    }
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug)]
+pub struct Principal {
+    pub sub: Option<String>,
+    pub jti: Option<String>,
+    /// `exp`, seconds since the epoch.
+    pub exp: u64,
+    pub claims: Map<String, Value>,
+    kid: Option<String>,
+}
+
+impl Principal {
+    /// When the session must end: `exp` plus the provider's leeway, as a tokio instant.
+    pub fn expires_at(&self, leeway: Duration) -> tokio::time::Instant {
+        let deadline = UNIX_EPOCH + Duration::from_secs(self.exp) + leeway;
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left
+    }
+}
+
+/// Verifies tokens for every provider, with the shared verified-token cache.
+pub struct Authenticator {
+    pub stores: Vec<Arc<KeyStore>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        principal: &Arc<Principal>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        let exp = UNIX_EPOCH + Duration::from_secs(principal.exp);
+        Some(exp.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
+impl Authenticator {
+    pub fn new(stores: Vec<Arc<KeyStore>>) -> Authenticator {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .expire_after(UntilExpiry)
+            .build();
+        Authenticator { stores, cache }
+    }
+
+    /// True when every provider has usable keys.
+    pub fn ready(&self) -> bool {
+        self.stores.iter().all(|store| store.current().is_some())
+    }
+
+    /// Verifies `token` for provider `provider` (an index into the config's providers).
+    pub async fn verify(&self, provider: usize, token: &str) -> Result<Arc<Principal>, Error> {
+        precheck(token)?;
+        let store = self.stores.get(provider).ok_or(Error::KeysUnavailable)?;
+        let keys = store.current().ok_or(Error::KeysUnavailable)?;
+        let cache_key = digest(provider, token);
+        if let Some(principal) = self.cache.get(&cache_key)
+            && keys.contains_kid(principal.kid.as_deref())
+            && principal.exp >= now()
+        {
+            return Ok(principal);
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken("malformed"))?;
+        if header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(Error::InvalidToken("header_key"));
+        }
+        if header.crit.is_some() {
+            return Err(Error::InvalidToken("unknown_crit"));
+        }
+        let validation = store
+            .validation(header.alg)
+            .ok_or(Error::InvalidToken("bad_algorithm"))?;
+        let kid = header.kid.as_deref();
+        let key = match keys.find(kid, header.alg) {
+            Some(key) => key.clone(),
+            None => {
+                let refreshed = store.refetch().await.ok_or(Error::KeysUnavailable)?;
+                let key = refreshed.find(kid, header.alg).cloned();
+                key.ok_or(Error::InvalidToken("unknown_key"))?
+            }
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
+            .map_err(|error| Error::InvalidToken(failure(error.kind())))?;
+        let claims = data.claims;
+        let text = |name: &str| match claims.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let principal = Arc::new(Principal {
+            sub: text("sub"),
+            jti: text("jti"),
+            exp: claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .ok_or(Error::InvalidToken("malformed"))?,
+            kid: header.kid,
+            claims,
+        });
+        self.cache.insert(cache_key, principal.clone());
+        Ok(principal)
+    }
+}
+
+/// The metric label for a jsonwebtoken failure.
+fn failure(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not_yet_valid",
+        ErrorKind::InvalidSignature => "bad_signature",
+        ErrorKind::InvalidIssuer => "wrong_issuer",
+        ErrorKind::InvalidAudience => "wrong_audience",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "bad_algorithm",
+        ErrorKind::MissingRequiredClaim(_) => "missing_claim",
+        _ => "malformed",
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn digest(provider: usize, token: &str) -> [u8; 32] {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(&provider.to_le_bytes());
+    context.update(token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// Cheap structural checks before any signature work: size, three non-empty base64url
+/// segments without padding, JSON header and claims of bounded nesting.
+pub fn precheck(token: &str) -> Result<(), Error> {
+    let malformed = Error::InvalidToken("malformed");
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Error::InvalidToken("too_long"));
+    }
+    let segments: Vec<&str> = token.split('.').collect();
+    let [header, claims, signature] = segments[..] else {
+        return Err(malformed);
+    };
+    let base64url = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !(base64url(header) && base64url(claims) && base64url(signature)) {
+        return Err(malformed);
+    }
+    for part in [header, claims] {
+        let json = URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed)?;
+        if json_depth(&json).is_none_or(|depth| depth > MAX_JSON_DEPTH)
+            || json.first() != Some(&b'{')
+        {
+            return Err(malformed);
+        }
+    }
+    Ok(())
+}
+
+/// Maximum nesting of `{`/`[` outside strings; `None` when brackets do not balance.
+fn json_depth(json: &[u8]) -> Option<usize> {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            _ => {}
+        }
+    }
+    (depth == 0 && !in_string).then_some(deepest)
+}
+
+/// Every `require_claims` value must be present in its claim (a space-separated string such
+/// as `scope`, or an array such as `roles`).
+pub fn check_claims(auth: &Auth, claims: &Map<String, Value>) -> Result<(), Error> {
+    for (claim, required) in &auth.require_claims {
+        let present: Vec<&str> = match claims.get(claim) {
+            Some(Value::String(text)) => text.split(' ').filter(|s| !s.is_empty()).collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !required
+            .iter()
+            .all(|value| present.contains(&value.as_str()))
+        {
+            return Err(Error::InsufficientScope);
+        }
+    }
+    Ok(())
+}
+
+/// Headers for the backend from `forward_claims`: strings as they are, numbers and booleans
+/// printed, arrays of those joined with commas. A claim that cannot be a header value
+/// (objects, control characters) refuses the request rather than being mangled.
+pub fn forward_headers(
+    auth: &Auth,
+    claims: &Map<String, Value>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+    let unforwardable = Error::InvalidToken("claim_unforwardable");
+    let scalar = |value: &Value| match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut headers = Vec::new();
+    for (claim, name) in &auth.forward_claims {
+        let text = match claims.get(claim) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .ok_or(unforwardable)?
+                .join(","),
+            Some(value) => scalar(value).ok_or(unforwardable)?,
+        };
+        let value = HeaderValue::from_str(&text).map_err(|_| unforwardable)?;
+        headers.push((name.clone(), value));
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn precheck_refuses_malformed_tokens_cheaply() {
+        let good = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(r#"{"sub":"a"}"#)
+        );
+        assert_eq!(precheck(&good), Ok(()));
+        let deep = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(&format!("{{\"a\":{}1{}}}", "[".repeat(40), "]".repeat(40)))
+        );
+        let padded = format!(
+            "{}=.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(r#"{"sub":"a"}"#)
+        );
+        let stripped = format!("{}.{}.", b64(r#"{"alg":"RS256"}"#), b64(r#"{"sub":"a"}"#));
+        let not_json = format!("{}.{}.sig", b64("not json"), b64(r#"{"sub":"a"}"#));
+        let long = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            "A".repeat(MAX_TOKEN_LEN)
+        );
+        for bad in [
+            deep,
+            padded,
+            stripped,
+            not_json,
+            long,
+            "a.b".into(),
+            "a.b.c.d.e".into(),
+            "a\r\n.b.c".into(),
+            String::new(),
+        ] {
+            assert!(precheck(&bad).is_err(), "{bad:.60} must be refused");
+        }
+    }
+
+    #[test]
+    fn json_depth_counts_outside_strings() {
+        assert_eq!(json_depth(br#"{"a":"[[[[","b":[1,[2]]}"#), Some(3));
+        assert_eq!(json_depth(br#"{"a":"\"}"}"#), Some(1));
+        assert_eq!(json_depth(b"{]"), Some(1));
+        assert_eq!(json_depth(b"}"), None);
+        assert_eq!(json_depth(b"{"), None);
+    }
+
+    #[test]
+    fn claim_rules_and_forwarding() {
+        use crate::config::{OnExpiry, Transport};
+        let auth = Auth {
+            provider: 0,
+            token_from: vec![Transport::Header],
+            query_param: "access_token".into(),
+            subprotocol_marker: "bearer".into(),
+            cookie_name: "access_token".into(),
+            require_claims: vec![
+                ("scope".into(), vec!["chat:read".into()]),
+                ("roles".into(), vec!["user".into()]),
+            ],
+            forward_claims: vec![
+                ("sub".into(), HeaderName::from_static("x-auth-subject")),
+                ("roles".into(), HeaderName::from_static("x-auth-roles")),
+            ],
+            on_expiry: OnExpiry::Close,
+        };
+        let claims = |json: &str| serde_json::from_str::<Map<String, Value>>(json).expect("json");
+        let ok = claims(r#"{"sub":"alice","scope":"chat:read chat:write","roles":["user",7]}"#);
+        assert_eq!(check_claims(&auth, &ok), Ok(()));
+        let forwarded = forward_headers(&auth, &ok).expect("forwardable");
+        assert_eq!(forwarded[0].1, "alice");
+        assert_eq!(forwarded[1].1, "user,7");
+        assert_eq!(
+            check_claims(&auth, &claims(r#"{"scope":"chat:readx","roles":["user"]}"#)),
+            Err(Error::InsufficientScope)
+        );
+        assert_eq!(
+            check_claims(&auth, &claims(r#"{"scope":"chat:read"}"#)),
+            Err(Error::InsufficientScope)
+        );
+        assert!(forward_headers(&auth, &claims(r#"{"sub":"a\nb"}"#)).is_err());
+        assert!(forward_headers(&auth, &claims(r#"{"sub":{"x":1}}"#)).is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! Finding the token in the upgrade request, in each transport a route allows, and removing
+//! every trace of it before the request is forwarded.
+//!
+//! - `header`: `Authorization: Bearer <JWT>` (scheme case-insensitive). Other schemes are not
+//!   a token (and are passed to the backend untouched).
+//! - `subprotocol`: the marker entry followed by the token as its own entry, the form a
+//!   browser can send: `new WebSocket(url, ["chat.v1", "bearer", jwt])`.
+//! - `query`: `?access_token=<JWT>`.
+//! - `cookie`: `Cookie: access_token=<JWT>`.
+//!
+//! A transport that carries two tokens, or transports that carry different tokens, make the
+//! request ambiguous: it is refused rather than guessed at.
+
+use hyper::header::{self, HeaderMap};
+
+use super::Error;
+use crate::config::{Auth, Transport};
+
+/// The token the request carries, if any.
+pub fn extract(
+    auth: &Auth,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    protocols: &[String],
+) -> Result<Option<String>, Error> {
+    let mut found: Option<String> = None;
+    for transport in &auth.token_from {
+        let token = match transport {
+            Transport::Header => from_header(headers)?,
+            Transport::Subprotocol => from_protocols(protocols, &auth.subprotocol_marker)?,
+            Transport::Query => {
+                from_pairs(query.unwrap_or("").split('&'), &auth.query_param, true)?
+            }
+            Transport::Cookie => {
+                let cookies = headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'));
+                from_pairs(cookies, &auth.cookie_name, false)?
+            }
+        };
+        match (&found, token) {
+            (_, None) => {}
+            (None, Some(token)) => found = Some(token),
+            (Some(first), Some(token)) if *first == token => {}
+            (Some(_), Some(_)) => {
+                return Err(Error::InvalidRequest(
+                    "different tokens in several transports",
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn from_header(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return match headers.contains_key(header::AUTHORIZATION) {
+            true => Err(Error::InvalidRequest("several Authorization headers")),
+            false => Ok(None),
+        };
+    };
+    let Some(token) = bearer(value.as_bytes()) else {
+        return Ok(None);
+    };
+    if token.is_empty() {
+        return Err(Error::InvalidRequest("empty bearer token"));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// The credentials of a `Bearer` authorization value.
+fn bearer(value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (scheme, rest) = text.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn from_protocols(protocols: &[String], marker: &str) -> Result<Option<String>, Error> {
+    let mut markers = protocols.iter().enumerate().filter(|(_, p)| *p == marker);
+    let Some((at, _)) = markers.next() else {
+        return Ok(None);
+    };
+    if markers.next().is_some() {
+        return Err(Error::InvalidRequest(
+            "the subprotocol marker is offered twice",
+        ));
+    }
+    match protocols.get(at + 1) {
+        Some(token) => Ok(Some(token.clone())),
+        None => Err(Error::InvalidRequest(
+            "the subprotocol marker is not followed by a token",
+        )),
+    }
+}
+
+/// `name=value` pairs from a query (percent-decoded) or a cookie header.
+fn from_pairs<'a>(
+    pairs: impl Iterator<Item = &'a str>,
+    name: &str,
+    decode: bool,
+) -> Result<Option<String>, Error> {
+    let mut found = None;
+    for pair in pairs {
+        let (key, value) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
+        if key != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(Error::InvalidRequest("the token parameter appears twice"));
+        }
+        let value = if decode {
+            percent_decode(value)?
+        } else {
+            value.to_owned()
+        };
+        if value.is_empty() {
+            return Err(Error::InvalidRequest("empty token"));
+        }
+        found = Some(value);
+    }
+    Ok(found)
+}
+
+fn percent_decode(text: &str) -> Result<String, Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(Error::InvalidRequest("bad percent-encoding in the query"))?;
+                out.push(byte);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::InvalidRequest("the query token is not UTF-8"))
+}
+
+/// Removes `Authorization: Bearer` (always: no bearer token of any kind goes to a backend),
+/// the route's token cookie, and the client's copies of forwarded-claim headers.
+pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
+    let keep: Vec<_> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|value| bearer(value.as_bytes()).is_none())
+        .cloned()
+        .collect();
+    headers.remove(header::AUTHORIZATION);
+    for value in keep {
+        headers.append(header::AUTHORIZATION, value);
+    }
+    if auth.token_from.contains(&Transport::Cookie) && headers.contains_key(header::COOKIE) {
+        let rest: Vec<String> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| {
+                !pair.is_empty() && pair.split('=').next() != Some(auth.cookie_name.as_str())
+            })
+            .map(str::to_owned)
+            .collect();
+        headers.remove(header::COOKIE);
+        if let Ok(value) = rest.join("; ").parse()
+            && !rest.is_empty()
+        {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    for (_, name) in &auth.forward_claims {
+        headers.remove(name);
+    }
+}
+
+/// Removes the marker and the token entry that follows it; true when the marker was offered.
+pub fn strip_protocols(auth: &Auth, protocols: &mut Vec<String>) -> bool {
+    if !auth.token_from.contains(&Transport::Subprotocol) {
+        return false;
+    }
+    match protocols.iter().position(|p| *p == auth.subprotocol_marker) {
+        Some(at) => {
+            let end = (at + 2).min(protocols.len());
+            protocols.drain(at..end);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The query without the token parameter (`None` when nothing is left).
+pub fn strip_query(auth: &Auth, query: Option<&str>) -> Option<String> {
+    let query = query?;
+    if !auth.token_from.contains(&Transport::Query) {
+        return Some(query.to_owned());
+    }
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            !pair.is_empty() && pair.split('=').next() != Some(auth.query_param.as_str())
+        })
+        .collect();
+    (!rest.is_empty()).then(|| rest.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_TOKEN_FROM, OnExpiry};
+    use hyper::header::HeaderValue;
+
+    fn auth(token_from: &[Transport]) -> Auth {
+        Auth {
+            provider: 0,
+            token_from: token_from.to_vec(),
+            query_param: "access_token".into(),
+            subprotocol_marker: "bearer".into(),
+            cookie_name: "access_token".into(),
+            require_claims: Vec::new(),
+            forward_claims: vec![(
+                "sub".into(),
+                header::HeaderName::from_static("x-auth-subject"),
+            )],
+            on_expiry: OnExpiry::Close,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    fn protocols(list: &[&str]) -> Vec<String> {
+        list.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn each_transport_yields_its_token() {
+        let all = auth(&[
+            Transport::Header,
+            Transport::Subprotocol,
+            Transport::Query,
+            Transport::Cookie,
+        ]);
+        let found = |h: &HeaderMap, q: Option<&str>, p: &[String]| extract(&all, h, q, p);
+        assert_eq!(
+            found(&headers(&[("authorization", "bEaReR a.b.c")]), None, &[]),
+            Ok(Some("a.b.c".into()))
+        );
+        assert_eq!(
+            found(
+                &HeaderMap::new(),
+                None,
+                &protocols(&["chat", "bearer", "a.b.c"])
+            ),
+            Ok(Some("a.b.c".into()))
+        );
+        assert_eq!(
+            found(&HeaderMap::new(), Some("x=1&access_token=a.b.c"), &[]),
+            Ok(Some("a.b.c".into()))
+        );
+        assert_eq!(
+            found(
+                &headers(&[("cookie", "x=1; access_token=a.b.c")]),
+                None,
+                &[]
+            ),
+            Ok(Some("a.b.c".into()))
+        );
+        assert_eq!(
+            found(&headers(&[("authorization", "Basic dTpw")]), None, &[]),
+            Ok(None)
+        );
+        assert_eq!(found(&HeaderMap::new(), None, &[]), Ok(None));
+    }
+
+    #[test]
+    fn transports_outside_token_from_are_ignored() {
+        let header_only = auth(&[Transport::Header]);
+        assert_eq!(
+            extract(
+                &header_only,
+                &HeaderMap::new(),
+                Some("access_token=a.b.c"),
+                &[]
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn ambiguity_is_refused() {
+        let all = auth(&DEFAULT_TOKEN_FROM);
+        let two = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("authorization", "Bearer a.b.c"),
+        ]);
+        assert!(matches!(
+            extract(&all, &two, None, &[]),
+            Err(Error::InvalidRequest(_))
+        ));
+        let differ = headers(&[("authorization", "Bearer a.b.c")]);
+        assert!(matches!(
+            extract(&all, &differ, Some("access_token=x.y.z"), &[]),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert_eq!(
+            extract(&all, &differ, Some("access_token=a.b.c"), &[]),
+            Ok(Some("a.b.c".into()))
+        );
+        assert!(matches!(
+            extract(&all, &HeaderMap::new(), None, &protocols(&["bearer"])),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            extract(
+                &all,
+                &HeaderMap::new(),
+                Some("access_token=a&access_token=a"),
+                &[]
+            ),
+            Err(Error::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn stripping_leaves_no_token() {
+        let all = auth(&[
+            Transport::Header,
+            Transport::Subprotocol,
+            Transport::Query,
+            Transport::Cookie,
+        ]);
+        let mut h = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("cookie", "theme=dark; access_token=a.b.c"),
+            ("x-auth-subject", "spoofed"),
+        ]);
+        strip_headers(&all, &mut h);
+        assert!(h.get("authorization").is_none());
+        assert_eq!(
+            h.get("cookie").map(|v| v.to_str().expect("ascii")),
+            Some("theme=dark")
+        );
+        assert!(h.get("x-auth-subject").is_none());
+        let mut p = protocols(&["chat.v1", "bearer", "a.b.c", "chat.v2"]);
+        assert!(strip_protocols(&all, &mut p));
+        assert_eq!(p, ["chat.v1", "chat.v2"]);
+        assert_eq!(
+            strip_query(&all, Some("access_token=a.b.c&room=1")),
+            Some("room=1".into())
+        );
+        assert_eq!(strip_query(&all, Some("access_token=a.b.c")), None);
+    }
+}

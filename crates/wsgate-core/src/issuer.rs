@@ -1,0 +1,205 @@
+//! A development token issuer for `wsgate demo` (and for trying wsgate locally): a fresh
+//! ES256 key, its JWKS at `/.well-known/jwks.json`, a token endpoint
+//! (`/token?sub=alice&ttl=60`) and a small page that fetches a token and opens an
+//! authenticated WebSocket through the proxy with the subprotocol transport. Loopback only:
+//! it hands a token to anyone who asks.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tokio::net::TcpListener;
+
+use crate::handshake::plain;
+
+/// Longest token lifetime the endpoint hands out.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the issuer key")]
+pub struct Error;
+
+/// The issuer's key and identity.
+pub struct DevIssuer {
+    pub issuer: String,
+    pub audience: String,
+    kid: String,
+    key: EncodingKey,
+    jwks: String,
+}
+
+impl DevIssuer {
+    pub fn generate(issuer: &str, audience: &str) -> Result<DevIssuer, Error> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| Error)?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .map_err(|_| Error)?;
+        // Uncompressed point: 0x04 || x || y.
+        let point = pair.public_key().as_ref();
+        if point.len() != 65 {
+            return Err(Error);
+        }
+        let kid = URL_SAFE_NO_PAD.encode(&point[1..9]);
+        let jwks = serde_json::json!({
+            "keys": [{
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            }]
+        })
+        .to_string();
+        Ok(DevIssuer {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            kid,
+            jwks,
+        })
+    }
+
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+
+    /// A signed token for `sub` that lives `ttl`.
+    pub fn token(&self, sub: &str, ttl: Duration) -> Result<String, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error)?
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": self.issuer, "aud": self.audience, "sub": sub,
+            "iat": now, "exp": now + ttl.as_secs(),
+            "jti": URL_SAFE_NO_PAD.encode(now.to_le_bytes()) + sub,
+            "scope": "chat:read chat:write",
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| Error)
+    }
+
+    /// Serves the JWKS, the token endpoint and `page` (HTML) until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, page: Arc<str>) {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (issuer, page) = (self.clone(), page.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let answer = issuer.answer(&request, &page);
+                    async move { Ok::<_, Infallible>(answer) }
+                });
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    }
+
+    fn answer<B>(&self, request: &Request<B>, page: &str) -> Response<Full<Bytes>> {
+        match request.uri().path() {
+            "/.well-known/jwks.json" => body("application/json", self.jwks.clone()),
+            "/token" => {
+                let query = request.uri().query().unwrap_or("");
+                let param = |name: &str| {
+                    query
+                        .split('&')
+                        .filter_map(|pair| pair.split_once('='))
+                        .find(|(key, _)| *key == name)
+                        .map(|(_, value)| value)
+                };
+                let sub = param("sub").unwrap_or("alice");
+                let valid_sub = !sub.is_empty()
+                    && sub.len() <= 64
+                    && sub.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@')
+                    });
+                let ttl = param("ttl").map(str::parse::<u64>);
+                let ttl = match ttl {
+                    None => Some(DEFAULT_TTL),
+                    Some(Ok(secs)) if secs > 0 => Some(Duration::from_secs(secs).min(MAX_TTL)),
+                    Some(_) => None,
+                };
+                match (valid_sub, ttl) {
+                    (true, Some(ttl)) => match self.token(sub, ttl) {
+                        Ok(token) => body("text/plain; charset=utf-8", token),
+                        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "signing failed"),
+                    },
+                    _ => plain(
+                        StatusCode::BAD_REQUEST,
+                        "sub: 1-64 of [A-Za-z0-9-_.@]; ttl: seconds > 0",
+                    ),
+                }
+            }
+            "/" => body("text/html; charset=utf-8", page.to_owned()),
+            _ => plain(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
+
+fn body(content_type: &'static str, text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The demo page: get a token, open `wss_url` with `["bearer", token]`, echo what is typed.
+pub fn page(wss_url: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<meta charset="utf-8">
+<title>wsgate demo</title>
+<style>body{{font:15px system-ui;margin:2em;max-width:46em}}pre{{background:#f4f4f4;padding:1em;min-height:8em}}</style>
+<h1>wsgate demo</h1>
+<p>This page asks the dev issuer for a token, then opens <code>{wss_url}</code> with the token
+as a WebSocket subprotocol (<code>new WebSocket(url, ["bearer", token])</code>). The proxy checks
+the token and the page's Origin, strips the token, and relays to an echo backend.</p>
+<p>If the connection fails at once, open <a href="{https_url}">{https_url}</a> once and accept
+the self-signed certificate, then come back.</p>
+<p><input id="msg" value="hello through wsgate"> <button id="send">Send</button>
+<button id="bad">Try without a token</button></p>
+<pre id="log"></pre>
+<script>
+const log = (line) => {{ document.getElementById('log').textContent += line + '\n'; }};
+let ws;
+async function open() {{
+  const token = await (await fetch('/token?sub=browser&ttl=120')).text();
+  ws = new WebSocket('{wss_url}', ['bearer', token]);
+  ws.onopen = () => log('open (subprotocol: ' + ws.protocol + ')');
+  ws.onmessage = (e) => log('echo: ' + e.data);
+  ws.onclose = (e) => log('closed ' + e.code + ' ' + e.reason);
+}}
+document.getElementById('send').onclick = () => ws && ws.send(document.getElementById('msg').value);
+document.getElementById('bad').onclick = () => {{
+  const anon = new WebSocket('{wss_url}');
+  anon.onerror = () => log('without a token: refused, as it should be');
+  anon.onopen = () => log('without a token: OPEN (this should not happen)');
+}};
+open();
+</script>
+"#,
+        https_url = wss_url.replacen("wss://", "https://", 1),
+    )
+}

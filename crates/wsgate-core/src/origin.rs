@@ -1,0 +1,234 @@
+//! Origin allowlists against cross-site WebSocket hijacking. Origins are compared as scheme,
+//! host and port after normalisation (lower case, default ports made explicit), never as
+//! strings, so `https://app.example.com.evil.com`, `https://evilapp.example.com`, `http://`
+//! for `https://` and `null` all fail to match `https://app.example.com`.
+
+use std::fmt;
+
+use hyper::header::{self, HeaderMap};
+
+use crate::config::Origins;
+
+/// Applies a route's `origins` rules to the request's `Origin` header(s).
+pub fn check(origins: &Origins, headers: &HeaderMap) -> Result<(), &'static str> {
+    let Origins::Allow {
+        patterns,
+        allow_missing,
+    } = origins
+    else {
+        return Ok(());
+    };
+    let mut values = headers.get_all(header::ORIGIN).iter();
+    let origin = match (values.next(), values.next()) {
+        (None, _) if *allow_missing => return Ok(()),
+        (None, _) => return Err("an Origin header is required"),
+        (Some(_), Some(_)) => return Err("several Origin headers"),
+        (Some(value), None) => value,
+    };
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(Origin::parse)
+        .ok_or("the Origin is not a valid origin")?;
+    if patterns.iter().any(|pattern| pattern.matches(&origin)) {
+        Ok(())
+    } else {
+        Err("the Origin is not allowed")
+    }
+}
+
+/// A normalised serialised origin: `scheme://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+/// An allowlist entry: an exact origin or `scheme://*.suffix[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    scheme: Scheme,
+    /// Exact host, or for a wildcard the suffix with its leading dot (`.example.com`).
+    host: String,
+    wildcard: bool,
+    port: u16,
+}
+
+impl Origin {
+    /// Parses an `Origin` header value; `None` for `null`, paths, user info or anything else
+    /// that is not exactly `scheme://host[:port]`.
+    pub fn parse(text: &str) -> Option<Origin> {
+        let (scheme, host, port) = split(text)?;
+        if host.contains('*') {
+            return None;
+        }
+        Some(Origin { scheme, host, port })
+    }
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, String> {
+        let expected = "expected scheme://host[:port] such as https://app.example.com or https://*.example.com (no path)";
+        let (scheme, host, port) = split(text).ok_or(expected)?;
+        let (wildcard, host) = match host.strip_prefix("*.") {
+            Some(suffix) if !suffix.contains('*') && suffix.contains('.') => {
+                (true, format!(".{suffix}"))
+            }
+            Some(_) => {
+                return Err(
+                    "a wildcard needs a domain of at least two labels, such as *.example.com"
+                        .to_owned(),
+                );
+            }
+            None if host.contains('*') => return Err(expected.to_owned()),
+            None => (false, host),
+        };
+        Ok(Pattern {
+            scheme,
+            host,
+            wildcard,
+            port,
+        })
+    }
+
+    pub fn matches(&self, origin: &Origin) -> bool {
+        let host = if self.wildcard {
+            origin.host.len() > self.host.len() && origin.host.ends_with(&self.host)
+        } else {
+            origin.host == self.host
+        };
+        host && self.scheme == origin.scheme && self.port == origin.port
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        let star = if self.wildcard { "*" } else { "" };
+        write!(f, "{scheme}://{star}{}:{}", self.host, self.port)
+    }
+}
+
+/// `scheme://host[:port]` -> lower-case parts with the default port filled in.
+fn split(text: &str) -> Option<(Scheme, String, u16)> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (scheme, rest) = if let Some(rest) = lower.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else if let Some(rest) = lower.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else {
+        return None;
+    };
+    let default_port = match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    let (host, port) = if rest.starts_with('[') {
+        let end = rest.find(']')?;
+        let (host, after) = rest.split_at(end + 1);
+        match after {
+            "" => (host, default_port),
+            _ => (host, after.strip_prefix(':')?.parse().ok()?),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((host, port)) => (host, port.parse().ok()?),
+            None => (rest, default_port),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*' | b'[' | b']' | b':')
+        })
+        && !host.starts_with('.')
+        && !host.ends_with('.');
+    (valid_host && port != 0).then(|| (scheme, host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(pattern: &str, origin: &str) -> bool {
+        let pattern = Pattern::parse(pattern).expect("pattern");
+        Origin::parse(origin).is_some_and(|o| pattern.matches(&o))
+    }
+
+    #[test]
+    fn exact_origins_match_after_normalisation() {
+        assert!(allowed(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(allowed(
+            "https://app.example.com",
+            "HTTPS://App.Example.COM"
+        ));
+        assert!(allowed(
+            "https://app.example.com",
+            "https://app.example.com:443"
+        ));
+        assert!(allowed("http://localhost:3000", "http://localhost:3000"));
+        assert!(allowed("https://[::1]:8443", "https://[::1]:8443"));
+    }
+
+    #[test]
+    fn lookalikes_are_refused() {
+        for origin in [
+            "https://app.example.com.evil.com",
+            "https://evilapp.example.com",
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://user@app.example.com",
+            "null",
+            "",
+            "app.example.com",
+            "wss://app.example.com",
+            "https://app.example.com\r\nX: y",
+        ] {
+            assert!(
+                !allowed("https://app.example.com", origin),
+                "{origin:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcards_need_a_label_and_the_same_scheme_and_port() {
+        assert!(allowed("https://*.example.com", "https://a.example.com"));
+        assert!(allowed("https://*.example.com", "https://a.b.example.com"));
+        assert!(!allowed("https://*.example.com", "https://example.com"));
+        assert!(!allowed("https://*.example.com", "https://aexample.com"));
+        assert!(!allowed("https://*.example.com", "http://a.example.com"));
+        assert!(!allowed(
+            "https://*.example.com",
+            "https://a.example.com.evil.com"
+        ));
+        for bad in [
+            "https://*.com",
+            "https://a.*.com",
+            "https://*",
+            "ftp://x.com",
+            "https://x.com/path",
+            "*.example.com",
+        ] {
+            assert!(
+                Pattern::parse(bad).is_err(),
+                "{bad:?} must not be a pattern"
+            );
+        }
+    }
+}
