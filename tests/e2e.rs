@@ -3,8 +3,11 @@
 
 mod support;
 
+mod auth;
 mod config;
 mod forwarding;
+mod jwks;
 mod lifecycle;
+mod origins;
 mod refusals;
 mod relay;

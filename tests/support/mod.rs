@@ -341,6 +341,31 @@ pub struct TestProxy {
     task: Option<JoinHandle<()>>,
 }
 
+/// How a [`TestProxy`] starts: YAML added to provider `test` and under `listen:`, the list
+/// under `routes:`, whether to wait for the keys, and the JWKS server's keys and mode.
+pub struct Setup {
+    pub provider_extra: String,
+    pub listen_extra: String,
+    pub routes: String,
+    pub ready: bool,
+    pub jwks_keys: Vec<TestKey>,
+    pub jwks_mode: Mode,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            provider_extra: String::new(),
+            listen_extra: String::new(),
+            routes: String::new(),
+            ready: true,
+            // rsa-1 and ec-1; rsa-2 is held back for rotation tests.
+            jwks_keys: vec![keys()[0].clone(), keys()[2].clone()],
+            jwks_mode: Mode::Serve,
+        }
+    }
+}
+
 /// A route `name` on `path` to `backend`, authenticated by provider `test`, any origin.
 pub fn route(name: &str, path: &str, backend: &str) -> String {
     format!(
@@ -349,17 +374,19 @@ pub fn route(name: &str, path: &str, backend: &str) -> String {
 }
 
 impl TestProxy {
-    /// Everything configurable: `provider_extra` is indented YAML added to provider `test`,
-    /// `listen_extra` is added under `listen:`, `routes` is the list under `routes:`. Waits
-    /// for the provider's keys when `ready` is set.
-    pub async fn start_full(
-        provider_extra: &str,
-        listen_extra: &str,
-        routes: &str,
-        ready: bool,
-    ) -> TestProxy {
+    /// Starts the proxy as `setup` says.
+    pub async fn start_full(setup: Setup) -> TestProxy {
+        let Setup {
+            provider_extra,
+            listen_extra,
+            routes,
+            ready,
+            jwks_keys,
+            jwks_mode,
+        } = setup;
         let pki = Pki::new();
-        let jwks = JwksServer::start(&keys()[..3]).await;
+        let jwks = JwksServer::start(&jwks_keys).await;
+        jwks.set_mode(jwks_mode);
         let yaml = format!(
             "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\n\
              providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256, ES256]\n{provider_extra}\
@@ -393,7 +420,12 @@ impl TestProxy {
     }
 
     pub async fn start_with(listen_extra: &str, routes: &str) -> TestProxy {
-        TestProxy::start_full("", listen_extra, routes, true).await
+        TestProxy::start_full(Setup {
+            listen_extra: listen_extra.to_owned(),
+            routes: routes.to_owned(),
+            ..Setup::default()
+        })
+        .await
     }
 
     /// One route `echo` on `/echo` to `backend`.

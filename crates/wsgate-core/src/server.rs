@@ -170,17 +170,18 @@ impl Server {
             listener,
             admin,
         } = self;
+        info!(
+            address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            admin = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            routes = shared.config.routes.len(),
+            "wsgate listening"
+        );
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
         // Keys are fetched in the background: until a provider has them, its routes answer
         // 503 and /readyz says not ready.
         for store in &shared.auth.stores {
             tokio::spawn(store.clone().run(shared.draining.clone()));
         }
-        info!(
-            address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-            routes = shared.config.routes.len(),
-            "wsgate listening"
-        );
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {

@@ -115,6 +115,7 @@ async fn sigterm_drains_sessions_with_1001_and_exits_0() {
         .expect("spawn wsgate");
     let mut logs = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut address = None;
+    let mut loaded = false;
     let addr = within(async {
         while let Some(line) = logs.next_line().await.expect("read log") {
             if line.contains("wsgate listening") {
@@ -122,9 +123,10 @@ async fn sigterm_drains_sessions_with_1001_and_exits_0() {
                 let end = start + line[start..].find('"').expect("end quote");
                 address = line[start..end].parse::<std::net::SocketAddr>().ok();
             }
-            // Serving starts once the provider's keys are in.
-            if line.contains("JWKS loaded") {
-                return address.expect("the listening line comes first");
+            // Serving starts once the provider's keys are in (the two lines in either order).
+            loaded |= line.contains("JWKS loaded");
+            if let (Some(address), true) = (address, loaded) {
+                return address;
             }
         }
         panic!("wsgate exited before it was ready");
