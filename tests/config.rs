@@ -59,9 +59,9 @@ fn defaults_fill_optional_keys() {
         config.listen.shutdown_grace,
         std::time::Duration::from_secs(30)
     );
-    assert_eq!(config.routes[0].max_message_size, 1 << 20);
+    assert_eq!(config.routes[0].limits.max_message_size, 1 << 20);
     assert_eq!(
-        config.routes[0].backend_connect,
+        config.routes[0].timeouts.backend_connect,
         std::time::Duration::from_secs(5)
     );
 }
@@ -123,8 +123,33 @@ fn bad_snippets_name_their_path_and_line() {
         ),
         (
             "    backend: ws://127.0.0.1:9001/ws\n",
-            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      message_rate: 10/s\n",
-            "routes[0].limits.message_rate (line 14): not supported yet",
+            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      message_rate: 10 per second\n",
+            "routes[0].limits.message_rate (line 14): \"10 per second\": expected a rate such as 100/s",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      byte_rate: 1MiB\n",
+            "routes[0].limits.byte_rate (line 14): \"1MiB\": expected a byte rate",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      on_limit: ignore\n",
+            "routes[0].limits.on_limit (line 14): \"ignore\": expected close or drop",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    limits:\n      handshake_burst_per_ip: 0\n",
+            "routes[0].limits.handshake_burst_per_ip (line 14): \"0\": expected a whole number",
+        ),
+        (
+            "    backend: ws://127.0.0.1:9001/ws\n",
+            "    backend: ws://127.0.0.1:9001/ws\n    timeouts:\n      idle: forever\n",
+            "routes[0].timeouts.idle (line 14): \"forever\": expected a duration",
+        ),
+        (
+            "admin:\n",
+            "trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\nadmin:\n",
+            "trusted_proxies[1] (line 6): \"10.0.0.0/33\": expected an address or a network",
         ),
         (
             "    backend: ws://127.0.0.1:9001/ws\n",

@@ -179,8 +179,14 @@ async fn many_concurrent_sessions_stay_separate() {
     let backend = EchoBackend::start(&[]).await;
     let proxy = TestProxy::start(&backend.url()).await;
     let mut sessions = Vec::new();
-    for _ in 0..20 {
-        sessions.push(proxy.connect("/echo").await);
+    // Twenty users (one user may hold only ten sessions by default).
+    for i in 0..20 {
+        let bearer = format!("Bearer {}", sign(&keys()[0], &claims(&format!("user-{i}"))));
+        let (ws, _) = proxy
+            .connect_with("/echo", &[("authorization", &bearer)])
+            .await
+            .expect("upgrade");
+        sessions.push(ws);
     }
     for (i, ws) in sessions.iter_mut().enumerate() {
         ws.send(Message::text(format!("session {i}")))

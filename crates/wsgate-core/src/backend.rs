@@ -3,8 +3,6 @@
 //! headers set), all within `timeouts.backend_connect`, and checks the 101 as a client must.
 //! A non-101 answer is handed back to be relayed as it is, and no tunnel is opened.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::FusedFuture;
@@ -74,7 +72,8 @@ pub struct Outgoing {
     pub protocols: Vec<String>,
     /// The client's `Host`, sent on as `X-Forwarded-Host`.
     pub client_host: Option<HeaderValue>,
-    pub peer: SocketAddr,
+    /// The `X-Forwarded-For` value (see [`crate::peer::forwarded_for`]).
+    pub forwarded_for: String,
 }
 
 /// The client's headers that may travel to the backend: no hop-by-hop headers, none that the
@@ -87,7 +86,7 @@ pub fn end_to_end(client: &HeaderMap) -> HeaderMap {
 
 /// Connects and performs the upgrade, all before `timeouts.backend_connect` runs out.
 pub async fn open(route: &Route, outgoing: Outgoing) -> Result<Answer, Refusal> {
-    let deadline = Instant::now() + route.backend_connect;
+    let deadline = Instant::now() + route.timeouts.backend_connect;
     timeout_at(deadline, open_inner(route, outgoing))
         .await
         .unwrap_or(Err(Refusal::BackendTimeout))
@@ -157,7 +156,7 @@ fn request(route: &Route, outgoing: Outgoing, key: &str) -> Result<Request<Empty
         HeaderValue::from_static("13"),
     );
     headers.insert(header::SEC_WEBSOCKET_KEY, value(key)?);
-    headers.insert("x-forwarded-for", value(&outgoing.peer.ip().to_string())?);
+    headers.insert("x-forwarded-for", value(&outgoing.forwarded_for)?);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     if let Some(host) = outgoing.client_host {
         headers.insert("x-forwarded-host", host);

@@ -18,7 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use crate::config::{
-    self, Admin, Algorithm, Auth, Backend, Config, Listen, OnExpiry, Origins, Provider, Route,
+    self, Admin, Algorithm, Auth, Backend, Config, Limits, Listen, OnExpiry, Origins, Provider,
+    Route, Timeouts,
 };
 use crate::issuer::{self, DevIssuer};
 use crate::origin::Pattern;
@@ -185,6 +186,7 @@ async fn bind_preferring(
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(2),
         },
+        trusted_proxies: Vec::new(),
         admin: Admin {
             address: SocketAddr::from(([127, 0, 0, 1], admin)),
         },
@@ -224,8 +226,8 @@ async fn bind_preferring(
                 patterns: patterns.clone(),
                 allow_missing: true,
             },
-            max_message_size: config::DEFAULT_MAX_MESSAGE_SIZE,
-            backend_connect: config::DEFAULT_BACKEND_CONNECT,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
         }],
     };
     match Server::bind(config(8443, 9090)).await {

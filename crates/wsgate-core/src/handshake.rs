@@ -30,6 +30,11 @@ pub enum Refusal {
     /// The Origin header is missing, repeated, `null` or not allowed.
     Origin(&'static str),
     Auth(crate::auth::Error),
+    /// A rate or cap: 429 with `Retry-After` (seconds).
+    RateLimited {
+        kind: &'static str,
+        retry_after: u64,
+    },
     Overloaded,
     Draining,
     BackendRefused,
@@ -43,6 +48,7 @@ impl Refusal {
             Refusal::NotUpgrade | Refusal::WrongVersion => StatusCode::UPGRADE_REQUIRED,
             Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Origin(_) | Refusal::Auth(AuthError::InsufficientScope) => {
                 StatusCode::FORBIDDEN
             }
@@ -60,6 +66,7 @@ impl Refusal {
             Refusal::Malformed(_) => "bad_request",
             Refusal::WrongVersion => "bad_version",
             Refusal::NoRoute => "no_route",
+            Refusal::RateLimited { .. } => "rate_limited",
             Refusal::Origin(_) => "origin",
             Refusal::Auth(AuthError::KeysUnavailable) => "keys_unavailable",
             Refusal::Auth(AuthError::InsufficientScope) => "forbidden",
@@ -78,6 +85,10 @@ impl Refusal {
             Refusal::Malformed(why) | Refusal::BackendInvalid(why) => why,
             Refusal::WrongVersion => "unsupported Sec-WebSocket-Version",
             Refusal::NoRoute => "no route matches",
+            Refusal::RateLimited {
+                kind: "subject", ..
+            } => "too many sessions for this subject",
+            Refusal::RateLimited { .. } => "too many handshakes from this address",
             Refusal::Origin(why) => why,
             Refusal::Auth(AuthError::InvalidRequest(why)) => why,
             Refusal::Auth(error) => error.reason(),
@@ -101,6 +112,9 @@ impl Refusal {
                     header::SEC_WEBSOCKET_VERSION,
                     HeaderValue::from_static("13"),
                 );
+            }
+            Refusal::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             }
             Refusal::Auth(error) => {
                 if let Some(challenge) = error.challenge() {

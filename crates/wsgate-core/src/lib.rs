@@ -14,6 +14,8 @@
 //! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`.
 //! - [`auth`]: token transports, JWKS providers, JWT verification and claim rules.
 //! - [`origin`]: Origin allowlists.
+//! - [`peer`]: the client address, `trusted_proxies` and `X-Forwarded-For`.
+//! - [`ratelimit`]: per-IP handshake rates, per-subject caps, message and byte rates.
 //! - [`issuer`]: the development token issuer used by the demo.
 //! - [`demo`]: `wsgate demo`, everything embedded on loopback.
 
@@ -25,6 +27,8 @@ pub mod handshake;
 pub mod issuer;
 pub mod metrics;
 pub mod origin;
+pub mod peer;
+pub mod ratelimit;
 pub mod relay;
 pub mod router;
 pub mod server;

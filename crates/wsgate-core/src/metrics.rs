@@ -82,6 +82,7 @@ pub struct Metrics {
     closes: Family<CodeLabels, Counter>,
     backend_errors: Family<KindLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    rate_limited: Family<KindLabels, Counter>,
     jwks_refresh: Family<RefreshLabels, Counter>,
     jwks_keys: Family<ProviderLabel, Gauge>,
     jwks_age: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
@@ -112,6 +113,7 @@ impl Metrics {
             closes: Family::default(),
             backend_errors: Family::default(),
             auth_failures: Family::default(),
+            rate_limited: Family::default(),
             jwks_refresh: Family::default(),
             jwks_keys: Family::default(),
             jwks_age: Family::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             "backend_errors",
             "Failures reaching or talking to a backend",
             metrics.backend_errors.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Refusals and closes by a rate limit or cap",
+            metrics.rate_limited.clone(),
         );
         registry.register(
             "auth_failures",
@@ -275,6 +282,16 @@ impl RouteMetrics {
     pub fn backend_error(&self, kind: &'static str) {
         self.metrics
             .backend_errors
+            .get_or_create(&KindLabels {
+                route: self.route.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, kind: &'static str) {
+        self.metrics
+            .rate_limited
             .get_or_create(&KindLabels {
                 route: self.route.clone(),
                 kind,

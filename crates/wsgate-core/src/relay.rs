@@ -1,15 +1,26 @@
-//! The live session: two pumps, client -> backend and backend -> client, in the connection's
-//! own task. Data messages are relayed (fragments are re-assembled, as RFC 6455 section 5.4
-//! lets an intermediary do); pings are answered on each hop by tungstenite and not forwarded;
-//! close frames are relayed with their code and reason. A peer that vanishes without a close
-//! frame is reported to the other side: 1014 to the client when the backend drops, 1001 to
-//! the backend when the client drops. Writes are batched: one flush per burst of ready
-//! messages, and a slow reader back-pressures its pump instead of growing a buffer.
+//! The live session: two pumps, client -> backend ("up") and backend -> client ("down"), in
+//! the connection's own task, plus the session's timers as branches of the same `select!`
+//! (tokio's timer wheel; no task per session just to sleep).
+//!
+//! - Data messages are relayed (fragments are re-assembled, as RFC 6455 section 5.4 lets an
+//!   intermediary do). Close frames are relayed with their code and reason.
+//! - Pings are hop by hop: tungstenite answers the client's pings, and the proxy pings the
+//!   client every `ping_interval`; no pong within `pong_timeout` ends the session (1001).
+//! - Client messages are metered (`message_rate`, `byte_rate`): over the limit the session is
+//!   closed with 1008 or the message dropped, as `on_limit` says.
+//! - No data frame either way for `idle` closes both sides with 1001 `idle timeout`.
+//! - Writes are batched, one flush per burst of ready messages. A slow reader back-pressures
+//!   its pump (the backend is read no faster than the client drains); a client that accepts
+//!   nothing for `pong_timeout` is closed with 1008.
+//! - A backend that vanishes gives the client 1014; a client that vanishes gives the backend
+//!   1001; a token that expires gives the client 4001.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -17,9 +28,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{OnLimit, Timeouts};
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::MessageLimits;
 
-/// How long the other side gets to finish the closing handshake once one side has closed.
+/// How long the other side gets to finish the closing handshake once the session ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Batch writes up to this much before writing to the socket.
 const WRITE_BATCH: usize = 16 * 1024;
@@ -38,7 +51,17 @@ pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
         // whole message must still fit.
         .max_write_buffer_size(WRITE_BATCH + max_message_size + 14)
         .max_message_size(Some(max_message_size))
+        // A frame header declaring more than this is refused before its payload is read.
         .max_frame_size(Some(max_message_size))
+}
+
+/// What governs one session besides its two sockets.
+pub struct Policy {
+    /// Client-to-backend rates.
+    pub limits: MessageLimits,
+    pub timeouts: Timeouts,
+    /// When the token expires (`None` with `on_expiry: ignore`).
+    pub expires: Option<Instant>,
 }
 
 /// How a session ended, for the access log and metrics.
@@ -51,6 +74,8 @@ pub struct Outcome {
     pub reason: &'static str,
     pub up: Traffic,
     pub down: Traffic,
+    /// Client messages dropped by `on_limit: drop`.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,16 +92,52 @@ enum End {
     SourceFailed(Option<WsError>),
     /// Its destination could not be written to.
     SinkFailed,
+    /// The client went over a rate with `on_limit: close`.
+    Limited,
+    /// The client accepted no data for `pong_timeout`.
+    Stalled,
+    /// The client did not answer a ping within `pong_timeout`.
+    PongTimeout,
 }
 
-/// Relays until either side closes, `shutdown` fires (both get 1001), or the token expires
-/// at `expires` (the client gets 4001, the backend 1001).
+enum First {
+    Up(End),
+    Down(End),
+    Shutdown,
+    Expired,
+    Idle,
+}
+
+/// Session-wide times, shared by the pumps (same task, so relaxed atomics suffice).
+struct Clock {
+    started: Instant,
+    /// Milliseconds since `started` of the last data frame either way.
+    activity: AtomicU64,
+    /// Milliseconds since `started` of the last pong from the client.
+    pong: AtomicU64,
+}
+
+impl Clock {
+    fn ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.activity.store(self.ms(), Ordering::Relaxed);
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+}
+
+/// Relays until either side closes or a limit, timer or `shutdown` ends the session.
 pub async fn run<C, B>(
     client: WebSocketStream<C>,
     backend: WebSocketStream<B>,
     metrics: &RouteMetrics,
     shutdown: &CancellationToken,
-    expires: Option<tokio::time::Instant>,
+    policy: &Policy,
 ) -> Outcome
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -84,27 +145,46 @@ where
 {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut backend_tx, mut backend_rx) = backend.split();
+    let clock = Clock {
+        started: Instant::now(),
+        activity: AtomicU64::new(0),
+        pong: AtomicU64::new(0),
+    };
+    let timeouts = &policy.timeouts;
     let mut up_traffic = Traffic::default();
     let mut down_traffic = Traffic::default();
+    let mut dropped = 0;
     let first = {
         let up = pump(
             &mut client_rx,
             &mut backend_tx,
-            &mut up_traffic,
-            Direction::Up(metrics),
+            Hooks {
+                traffic: &mut up_traffic,
+                metrics,
+                up: true,
+                clock: &clock,
+                limits: Some((&policy.limits, &mut dropped)),
+                keepalive: None,
+            },
         );
         let down = pump(
             &mut backend_rx,
             &mut client_tx,
-            &mut down_traffic,
-            Direction::Down(metrics),
+            Hooks {
+                traffic: &mut down_traffic,
+                metrics,
+                up: false,
+                clock: &clock,
+                limits: None,
+                keepalive: Some(timeouts),
+            },
         );
         tokio::select! {
-            end = up => First::Client(end),
-            end = down => First::Backend(end),
+            end = up => First::Up(end),
+            end = down => First::Down(end),
             () = shutdown.cancelled() => First::Shutdown,
-            // A branch of this task's select on tokio's timer wheel: no task per session.
-            () = sleep_until_some(expires) => First::Expired,
+            () = sleep_until_some(policy.expires) => First::Expired,
+            () = idle(&clock, timeouts.idle) => First::Idle,
         }
         // The other pump is dropped here; a message it was relaying is lost with the session.
     };
@@ -113,18 +193,18 @@ where
     let wind_down = async {
         let away = || Some(close(CloseCode::Away, "going away"));
         match first {
-            First::Client(End::Closed(_)) => {
+            First::Up(End::Closed(_)) => {
                 finish(&mut client_tx, None).await;
                 drain(&mut backend_rx).await;
             }
-            First::Client(End::SourceFailed(error)) => {
+            First::Up(End::SourceFailed(error)) => {
                 finish(&mut backend_tx, away()).await;
                 if let Some(reply) = error.as_ref().and_then(protocol_close) {
                     finish(&mut client_tx, Some(reply)).await;
                 }
                 drain(&mut backend_rx).await;
             }
-            First::Client(End::SinkFailed) | First::Backend(End::SourceFailed(_)) => {
+            First::Up(End::SinkFailed) | First::Down(End::SourceFailed(_)) => {
                 finish(
                     &mut client_tx,
                     Some(close(CloseCode::from(1014), "bad gateway")),
@@ -132,21 +212,41 @@ where
                 .await;
                 drain(&mut client_rx).await;
             }
-            First::Backend(End::Closed(_)) => {
+            First::Down(End::Closed(_)) => {
                 finish(&mut backend_tx, None).await;
                 drain(&mut client_rx).await;
             }
-            First::Backend(End::SinkFailed) => {
+            First::Down(End::SinkFailed) => {
                 finish(&mut backend_tx, away()).await;
                 drain(&mut backend_rx).await;
             }
+            First::Down(End::Stalled) => {
+                // The client is not reading: its close frame may never get through.
+                finish(&mut backend_tx, away()).await;
+                drain(&mut backend_rx).await;
+                finish(
+                    &mut client_tx,
+                    Some(close(CloseCode::Policy, "slow consumer")),
+                )
+                .await;
+            }
+            First::Up(End::Limited) => {
+                finish(&mut backend_tx, away()).await;
+                finish(&mut client_tx, Some(close(CloseCode::Policy, "rate limit"))).await;
+                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
+            }
             First::Expired => {
+                finish(&mut backend_tx, away()).await;
                 finish(
                     &mut client_tx,
                     Some(close(CloseCode::from(4001), "token expired")),
                 )
                 .await;
+                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
+            }
+            First::Idle | First::Down(End::PongTimeout) => {
                 finish(&mut backend_tx, away()).await;
+                finish(&mut client_tx, Some(close(CloseCode::Away, "idle timeout"))).await;
                 tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
             }
             First::Shutdown => {
@@ -154,6 +254,8 @@ where
                 finish(&mut backend_tx, away()).await;
                 tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
             }
+            // Pumps in the other direction never end this way.
+            First::Up(End::Stalled | End::PongTimeout) | First::Down(End::Limited) => {}
         }
     };
     drop(tokio::time::timeout(CLOSE_TIMEOUT, wind_down).await);
@@ -163,75 +265,112 @@ where
         reason,
         up: up_traffic,
         down: down_traffic,
+        dropped,
     }
 }
 
 /// The close code the client saw, who ended the session, and why.
 fn describe(first: &First) -> (u16, &'static str, &'static str) {
     match first {
-        First::Client(End::Closed(frame)) => (code_of(frame), "client", "client closed"),
-        First::Client(End::SourceFailed(error)) => match error.as_ref().and_then(protocol_close) {
+        First::Up(End::Closed(frame)) => (code_of(frame), "client", "client closed"),
+        First::Up(End::SourceFailed(error)) => match error.as_ref().and_then(protocol_close) {
             Some(reply) => (u16::from(reply.code), "client", "client protocol error"),
             None => (ABNORMAL, "client", "client vanished"),
         },
-        First::Client(End::SinkFailed) | First::Backend(End::SourceFailed(_)) => {
+        First::Up(End::SinkFailed) | First::Down(End::SourceFailed(_)) => {
             (1014, "backend", "backend vanished")
         }
-        First::Backend(End::Closed(frame)) => (code_of(frame), "backend", "backend closed"),
-        First::Backend(End::SinkFailed) => (ABNORMAL, "client", "client vanished"),
+        First::Down(End::Closed(frame)) => (code_of(frame), "backend", "backend closed"),
+        First::Down(End::SinkFailed) => (ABNORMAL, "client", "client vanished"),
+        First::Down(End::Stalled) => (1008, "proxy", "slow consumer"),
+        First::Down(End::PongTimeout) => (1001, "proxy", "no pong"),
+        First::Up(End::Limited) => (1008, "proxy", "rate limit"),
+        First::Idle => (1001, "proxy", "idle timeout"),
         First::Shutdown => (1001, "proxy", "shutting down"),
         First::Expired => (4001, "proxy", "token expired"),
+        First::Up(End::Stalled | End::PongTimeout) | First::Down(End::Limited) => {
+            (ABNORMAL, "proxy", "unexpected")
+        }
     }
 }
 
-enum First {
-    Client(End),
-    Backend(End),
-    Shutdown,
-    Expired,
-}
-
 /// Completes at `deadline`, or never.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
 
-#[derive(Clone, Copy)]
-enum Direction<'m> {
-    Up(&'m RouteMetrics),
-    Down(&'m RouteMetrics),
-}
-
-impl Direction<'_> {
-    fn count(self, bytes: usize) {
-        let bytes = bytes as u64;
-        match self {
-            Direction::Up(m) => {
-                m.messages_up.inc();
-                m.bytes_up.inc_by(bytes);
-            }
-            Direction::Down(m) => {
-                m.messages_down.inc();
-                m.bytes_down.inc_by(bytes);
-            }
+/// Completes once no data frame has passed for `idle`.
+async fn idle(clock: &Clock, idle: Duration) {
+    loop {
+        let deadline = clock.at(clock.activity.load(Ordering::Relaxed)) + idle;
+        if Instant::now() >= deadline {
+            return;
         }
+        tokio::time::sleep_until(deadline).await;
     }
 }
 
-/// Moves messages from `source` to `sink` until one of them ends.
-async fn pump<Src, Dst>(
-    source: &mut Src,
-    sink: &mut Dst,
-    traffic: &mut Traffic,
-    direction: Direction<'_>,
-) -> End
+/// What a pump does besides moving messages.
+struct Hooks<'a> {
+    traffic: &'a mut Traffic,
+    metrics: &'a RouteMetrics,
+    up: bool,
+    clock: &'a Clock,
+    /// Client-to-backend: the rates, and the count of dropped messages.
+    limits: Option<(&'a MessageLimits, &'a mut u64)>,
+    /// Backend-to-client: pings, pong deadline and the write-stall bound.
+    keepalive: Option<&'a Timeouts>,
+}
+
+impl Hooks<'_> {
+    fn count(&mut self, bytes: usize) {
+        let bytes = bytes as u64;
+        self.traffic.messages += 1;
+        self.traffic.bytes += bytes;
+        let (messages, total) = if self.up {
+            (&self.metrics.messages_up, &self.metrics.bytes_up)
+        } else {
+            (&self.metrics.messages_down, &self.metrics.bytes_down)
+        };
+        messages.inc();
+        total.inc_by(bytes);
+        self.clock.touch();
+    }
+}
+
+/// Sends on `sink`, bounded by `stall` when the peer must keep up.
+async fn write<F>(stall: Option<Duration>, send: F) -> Result<(), End>
+where
+    F: Future<Output = Result<(), WsError>>,
+{
+    match stall {
+        Some(limit) => match tokio::time::timeout(limit, send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::SinkFailed),
+            Err(_) => Err(End::Stalled),
+        },
+        None => send.await.map_err(|_| End::SinkFailed),
+    }
+}
+
+/// Moves messages from `source` to `sink` until one of them ends or a hook stops it.
+async fn pump<Src, Dst>(source: &mut Src, sink: &mut Dst, mut hooks: Hooks<'_>) -> End
 where
     Src: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     Dst: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
+    let stall = hooks.keepalive.map(|t| t.pong_timeout);
+    let mut pings = hooks.keepalive.map(|t| {
+        let mut interval =
+            tokio::time::interval_at(Instant::now() + t.ping_interval, t.ping_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    // When the ping still waiting for its pong was sent (ms since the session started).
+    let mut awaiting_pong: Option<u64> = None;
     let mut unflushed = false;
     loop {
         let item = if unflushed {
@@ -239,15 +378,36 @@ where
             match source.next().now_or_never() {
                 Some(item) => item,
                 None => {
-                    if sink.flush().await.is_err() {
-                        return End::SinkFailed;
+                    if let Err(end) = write(stall, sink.flush()).await {
+                        return end;
                     }
                     unflushed = false;
                     continue;
                 }
             }
         } else {
-            source.next().await
+            let pong_due = awaiting_pong
+                .zip(hooks.keepalive)
+                .map(|(sent, t)| hooks.clock.at(sent) + t.pong_timeout);
+            tokio::select! {
+                item = source.next() => item,
+                _ = tick(&mut pings) => {
+                    if awaiting_pong.is_none() {
+                        awaiting_pong = Some(hooks.clock.ms());
+                        if let Err(end) = write(stall, sink.send(Message::Ping(Default::default()))).await {
+                            return end;
+                        }
+                    }
+                    continue;
+                }
+                () = sleep_until_some(pong_due) => {
+                    let sent = awaiting_pong.take().unwrap_or_default();
+                    if hooks.clock.pong.load(Ordering::Relaxed) < sent {
+                        return End::PongTimeout;
+                    }
+                    continue;
+                }
+            }
         };
         let message = match item {
             Some(Ok(message)) => message,
@@ -257,22 +417,47 @@ where
         match message {
             Message::Text(_) | Message::Binary(_) => {
                 let len = message.len();
-                traffic.messages += 1;
-                traffic.bytes += len as u64;
-                direction.count(len);
-                if sink.feed(message).await.is_err() {
-                    return End::SinkFailed;
+                if let Some((limits, dropped)) = &mut hooks.limits
+                    && let Err(exceeded) = limits.admit(len)
+                {
+                    hooks.metrics.rate_limited(exceeded.kind());
+                    match limits.on_limit {
+                        OnLimit::Close => return End::Limited,
+                        OnLimit::Drop => {
+                            **dropped += 1;
+                            continue;
+                        }
+                    }
+                }
+                hooks.count(len);
+                if let Err(end) = write(stall, sink.feed(message)).await {
+                    return end;
                 }
                 unflushed = true;
             }
             Message::Close(frame) => {
                 // Best effort: the other side may already be gone.
-                let _ = sink.send(Message::Close(frame.clone())).await;
+                let _ = write(stall, sink.send(Message::Close(frame.clone()))).await;
                 return End::Closed(frame);
             }
-            // Answered hop by hop; never produced by reads.
+            // Only the up pump reads the client, whose pongs answer the down pump's pings.
+            Message::Pong(_) if hooks.up => hooks
+                .clock
+                .pong
+                .store(hooks.clock.ms().max(1), Ordering::Relaxed),
+            // Answered hop by hop by tungstenite; never produced by reads.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
+    }
+}
+
+/// The next ping tick, or never without keepalive.
+async fn tick(pings: &mut Option<tokio::time::Interval>) {
+    match pings {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -75,8 +75,7 @@ pub fn backend_target(route: &Route, path: &str, query: Option<&str>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Auth, Backend, DEFAULT_TOKEN_FROM, OnExpiry, Origins};
-    use std::time::Duration;
+    use crate::config::{Auth, Backend, DEFAULT_TOKEN_FROM, Limits, OnExpiry, Origins, Timeouts};
 
     fn route(name: &str, host: Option<HostMatch>, path: &str, backend_path: &str) -> Route {
         Route {
@@ -99,8 +98,8 @@ mod tests {
                 on_expiry: OnExpiry::Close,
             },
             origins: Origins::Any,
-            max_message_size: 1024,
-            backend_connect: Duration::from_secs(1),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
         }
     }
 

@@ -35,8 +35,9 @@ use crate::backend::{self, Answer, Outgoing};
 use crate::config::{Config, OnExpiry, Route};
 use crate::handshake::{self, Refusal};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ratelimit::{MessageLimits, PerIp, SubjectSlot, Subjects};
 use crate::router::{Router, backend_target};
-use crate::{admin, origin, relay, tls};
+use crate::{admin, origin, peer, relay, tls};
 
 /// Cap on the upgrade request's head (request line and headers): larger gets 431.
 const MAX_REQUEST_HEAD: usize = 32 * 1024;
@@ -46,6 +47,8 @@ const MAX_REQUEST_HEADERS: usize = 100;
 const MAX_REFUSING: usize = 64;
 /// Pause after a failed accept (such as EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often per-IP limiter state is pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,6 +73,8 @@ pub struct RouteEntry {
     pub route: Route,
     pub metrics: RouteMetrics,
     pub websocket: WebSocketConfig,
+    pub per_ip: PerIp,
+    pub subjects: Arc<Subjects>,
 }
 
 impl AsRef<Route> for RouteEntry {
@@ -128,7 +133,12 @@ impl Server {
         }
         let router = Router::new(config.routes.iter().map(|route| RouteEntry {
             metrics: metrics.route(&route.name),
-            websocket: relay::websocket_config(route.max_message_size),
+            websocket: relay::websocket_config(route.limits.max_message_size),
+            per_ip: PerIp::new(
+                route.limits.handshake_rate_per_ip,
+                route.limits.handshake_burst_per_ip,
+            ),
+            subjects: Subjects::new(route.limits.max_connections_per_subject),
             route: route.clone(),
         }));
         let shared = Shared {
@@ -182,6 +192,7 @@ impl Server {
         for store in &shared.auth.stores {
             tokio::spawn(store.clone().run(shared.draining.clone()));
         }
+        tokio::spawn(prune(shared.clone()));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
@@ -210,6 +221,21 @@ impl Server {
             );
         }
         admin_task.abort();
+    }
+}
+
+/// Forgets per-IP limiter state that has recovered, so memory stays bounded by the
+/// addresses active within the last burst window.
+async fn prune(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shared.draining.cancelled() => return,
+        }
+        for entry in shared.router.iter() {
+            entry.per_ip.prune();
+        }
     }
 }
 
@@ -242,6 +268,7 @@ enum Admission {
 struct Pending {
     entry: Arc<RouteEntry>,
     principal: Arc<Principal>,
+    subject: Option<SubjectSlot>,
     client: OnUpgrade,
     backend: TokioIo<Upgraded>,
     started: Instant,
@@ -307,6 +334,7 @@ async fn handle(
                     metrics.backend_error(refusal.result());
                 }
                 Refusal::Auth(error) => metrics.auth_failure(error.reason()),
+                Refusal::RateLimited { kind, .. } => metrics.rate_limited(kind),
                 Refusal::Origin(_) => metrics.auth_failure("origin"),
                 _ => {}
             }
@@ -330,6 +358,7 @@ async fn handle(
             answer: Answer::Upgraded { io, protocol },
             key,
             principal,
+            subject,
             marker_offered,
         }) => {
             // A browser that offered the marker needs a subprotocol in the 101; the token
@@ -346,6 +375,7 @@ async fn handle(
                 *slot = Some(Pending {
                     entry,
                     principal,
+                    subject,
                     client,
                     backend: io,
                     started,
@@ -371,6 +401,7 @@ struct Admitted {
     /// The client's `Sec-WebSocket-Key`, for the 101.
     key: HeaderValue,
     principal: Arc<Principal>,
+    subject: Option<SubjectSlot>,
     /// The client offered the subprotocol marker (the token travelled that way).
     marker_offered: bool,
 }
@@ -413,6 +444,16 @@ async fn admit_and_open(
     let route = &entry.route;
     let auth = &route.auth;
     let headers = request.headers();
+    let trusted = &shared.config.trusted_proxies;
+    // Every handshake counts against its address, failed authentications included.
+    let client = peer::client_ip(peer.ip(), headers, trusted);
+    entry
+        .per_ip
+        .check(client)
+        .map_err(|wait| Refusal::RateLimited {
+            kind: "handshake",
+            retry_after: wait.as_secs_f64().ceil() as u64,
+        })?;
     origin::check(&route.origins, headers).map_err(Refusal::Origin)?;
     let query = request.uri().query();
     let token = token::extract(auth, headers, query, &upgrade.protocols)
@@ -425,6 +466,14 @@ async fn admit_and_open(
         .map_err(Refusal::Auth)?;
     auth::check_claims(auth, &principal.claims).map_err(Refusal::Auth)?;
     let identity = auth::forward_headers(auth, &principal.claims).map_err(Refusal::Auth)?;
+    // Tokens without `sub` are not capped per subject (there is nothing to count them by).
+    let subject = match &principal.sub {
+        Some(sub) => Some(entry.subjects.acquire(sub).ok_or(Refusal::RateLimited {
+            kind: "subject",
+            retry_after: 1,
+        })?),
+        None => None,
+    };
 
     let mut forwarded = backend::end_to_end(headers);
     token::strip_headers(auth, &mut forwarded);
@@ -441,7 +490,7 @@ async fn admit_and_open(
         headers: forwarded,
         protocols,
         client_host: headers.get(header::HOST).cloned(),
-        peer,
+        forwarded_for: peer::forwarded_for(peer.ip(), headers, trusted),
     };
     let answer = backend::open(route, outgoing).await?;
     Ok(Admitted {
@@ -449,6 +498,7 @@ async fn admit_and_open(
         answer,
         key: upgrade.key,
         principal,
+        subject,
         marker_offered,
     })
 }
@@ -477,6 +527,7 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let Pending {
         entry,
         principal,
+        subject,
         client,
         backend,
         started,
@@ -498,7 +549,14 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         }
         OnExpiry::Ignore => None,
     };
-    let outcome = relay::run(client, backend, &entry.metrics, &shared.draining, expires).await;
+    let policy = relay::Policy {
+        limits: MessageLimits::new(&entry.route.limits),
+        timeouts: entry.route.timeouts,
+        expires,
+    };
+    let outcome = relay::run(client, backend, &entry.metrics, &shared.draining, &policy).await;
+    // The subject's slot is free before the session stops counting as active.
+    drop(subject);
     entry.metrics.active.dec();
     let lasted = started.elapsed();
     entry.metrics.closed(outcome.code, lasted);
@@ -506,5 +564,6 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     info!(target: "wsgate::access", %peer, route, ?sub, code = outcome.code, by = outcome.by,
         reason = outcome.reason, duration_ms = lasted.as_millis() as u64,
         messages_in = outcome.up.messages, bytes_in = outcome.up.bytes,
-        messages_out = outcome.down.messages, bytes_out = outcome.down.bytes, "session closed");
+        messages_out = outcome.down.messages, bytes_out = outcome.down.bytes,
+        dropped = outcome.dropped, "session closed");
 }

@@ -38,6 +38,8 @@ pub const DEFAULT_COOKIE_NAME: &str = "access_token";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
+    /// Peers allowed to set `X-Forwarded-For`; empty by default.
+    pub trusted_proxies: Vec<Cidr>,
     pub admin: Admin,
     pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
@@ -130,8 +132,125 @@ pub struct Route {
     pub backend: Backend,
     pub auth: Auth,
     pub origins: Origins,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+/// `N` events per `per` (`100/s`, `20/m`, `1000/h`; bytes for `byte_rate`: `1MiB/s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLimit {
+    /// Close the session with 1008 `rate limit`.
+    Close,
+    /// Drop the message and keep the session.
+    Drop,
+}
+
+/// `routes[].limits`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub handshake_rate_per_ip: Rate,
+    pub handshake_burst_per_ip: u32,
+    pub max_connections_per_subject: usize,
+    /// Client-to-backend messages per connection.
+    pub message_rate: Rate,
+    pub message_burst: u32,
+    /// Client-to-backend payload bytes per connection; off when absent.
+    pub byte_rate: Option<Rate>,
+    pub on_limit: OnLimit,
     pub max_message_size: usize,
+}
+
+pub const DEFAULT_HANDSHAKE_RATE_PER_IP: Rate = Rate {
+    count: 20,
+    per: Duration::from_secs(1),
+};
+pub const DEFAULT_HANDSHAKE_BURST_PER_IP: u32 = 40;
+pub const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 10;
+pub const DEFAULT_MESSAGE_RATE: Rate = Rate {
+    count: 100,
+    per: Duration::from_secs(1),
+};
+pub const DEFAULT_MESSAGE_BURST: u32 = 200;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_rate_per_ip: DEFAULT_HANDSHAKE_RATE_PER_IP,
+            handshake_burst_per_ip: DEFAULT_HANDSHAKE_BURST_PER_IP,
+            max_connections_per_subject: DEFAULT_MAX_CONNECTIONS_PER_SUBJECT,
+            message_rate: DEFAULT_MESSAGE_RATE,
+            message_burst: DEFAULT_MESSAGE_BURST,
+            byte_rate: None,
+            on_limit: OnLimit::Close,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// `routes[].timeouts`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// No data frame in either direction for this long closes the session.
+    pub idle: Duration,
+    /// The proxy pings the client this often...
+    pub ping_interval: Duration,
+    /// ...and closes the session when no pong arrives within this. A client that accepts no
+    /// data for this long is closed as well (it would hold the backend's output in memory).
+    pub pong_timeout: Duration,
     pub backend_connect: Duration,
+}
+
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            idle: DEFAULT_IDLE,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
+            backend_connect: DEFAULT_BACKEND_CONNECT,
+        }
+    }
+}
+
+/// A network in `trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `match.host`: an exact host name or a `*.suffix` wildcard (which needs at least one label).

@@ -18,7 +18,7 @@ pub type Unsupported = Option<Spanned<IgnoredAny>>;
 #[serde(deny_unknown_fields)]
 pub struct Root {
     pub listen: Option<Spanned<Listen>>,
-    pub trusted_proxies: Unsupported,
+    pub trusted_proxies: Option<Spanned<Vec<Scalar>>>,
     pub admin: Option<Spanned<Admin>>,
     pub providers: Option<Spanned<Vec<Spanned<Provider>>>>,
     pub routes: Option<Spanned<Vec<Spanned<Route>>>>,
@@ -71,22 +71,22 @@ pub struct Match {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    pub handshake_rate_per_ip: Unsupported,
-    pub handshake_burst_per_ip: Unsupported,
-    pub max_connections_per_subject: Unsupported,
-    pub message_rate: Unsupported,
-    pub message_burst: Unsupported,
-    pub byte_rate: Unsupported,
-    pub on_limit: Unsupported,
+    pub handshake_rate_per_ip: Option<Scalar>,
+    pub handshake_burst_per_ip: Option<Scalar>,
+    pub max_connections_per_subject: Option<Scalar>,
+    pub message_rate: Option<Scalar>,
+    pub message_burst: Option<Scalar>,
+    pub byte_rate: Option<Scalar>,
+    pub on_limit: Option<Scalar>,
     pub max_message_size: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    pub idle: Unsupported,
-    pub ping_interval: Unsupported,
-    pub pong_timeout: Unsupported,
+    pub idle: Option<Scalar>,
+    pub ping_interval: Option<Scalar>,
+    pub pong_timeout: Option<Scalar>,
     pub backend_connect: Option<Scalar>,
 }
 

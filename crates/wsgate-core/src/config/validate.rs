@@ -172,11 +172,12 @@ impl Validator<'_> {
 
     fn root(&mut self, root: &raw::Root) -> Option<Config> {
         let top = Location::UNKNOWN;
-        self.unsupported(
-            "trusted_proxies",
-            &root.trusted_proxies,
-            "admission control",
-        );
+        let trusted_proxies = root
+            .trusted_proxies
+            .iter()
+            .flat_map(|list| list.value.iter().enumerate())
+            .filter_map(|(i, cidr)| self.value(&format!("trusted_proxies[{i}]"), cidr, parse_cidr))
+            .collect();
         let listen = self
             .section("listen", &top, &root.listen)
             .and_then(|listen| self.listen(listen));
@@ -199,6 +200,7 @@ impl Validator<'_> {
         let routes = self.routes(root.routes.as_ref(), &names);
         Some(Config {
             listen: listen?,
+            trusted_proxies,
             admin: admin?,
             providers,
             routes,
@@ -350,30 +352,8 @@ impl Validator<'_> {
             None => (None, None),
         };
         let backend = self.required(&format!("{path}.backend"), at, &r.backend, backend_url);
-        let max_message_size = self.limits(path, r.limits.as_ref());
-        let backend_connect = match &r.timeouts {
-            Some(t) => {
-                let tp = format!("{path}.timeouts");
-                self.unsupported(&format!("{tp}.idle"), &t.value.idle, "idle timeouts");
-                self.unsupported(
-                    &format!("{tp}.ping_interval"),
-                    &t.value.ping_interval,
-                    "keep-alive pings",
-                );
-                self.unsupported(
-                    &format!("{tp}.pong_timeout"),
-                    &t.value.pong_timeout,
-                    "keep-alive pings",
-                );
-                self.optional(
-                    &format!("{tp}.backend_connect"),
-                    &t.value.backend_connect,
-                    DEFAULT_BACKEND_CONNECT,
-                    positive_duration,
-                )
-            }
-            None => DEFAULT_BACKEND_CONNECT,
-        };
+        let limits = self.limits(path, r.limits.as_ref());
+        let timeouts = self.timeouts(path, r.timeouts.as_ref());
         Some(Route {
             name: name?,
             host,
@@ -381,36 +361,22 @@ impl Validator<'_> {
             backend: backend?,
             auth: auth?,
             origins: origins?,
-            max_message_size,
-            backend_connect,
+            limits,
+            timeouts,
         })
     }
 
-    fn limits(&mut self, path: &str, limits: Option<&Spanned<raw::Limits>>) -> usize {
+    fn limits(&mut self, path: &str, limits: Option<&Spanned<raw::Limits>>) -> Limits {
+        let defaults = Limits::default();
         let Some(limits) = limits else {
-            return DEFAULT_MAX_MESSAGE_SIZE;
+            return defaults;
         };
         let l = &limits.value;
-        let lp = format!("{path}.limits");
-        let unsupported = [
-            ("handshake_rate_per_ip", &l.handshake_rate_per_ip),
-            ("handshake_burst_per_ip", &l.handshake_burst_per_ip),
-            (
-                "max_connections_per_subject",
-                &l.max_connections_per_subject,
-            ),
-            ("message_rate", &l.message_rate),
-            ("message_burst", &l.message_burst),
-            ("byte_rate", &l.byte_rate),
-            ("on_limit", &l.on_limit),
-        ];
-        for (key, value) in unsupported {
-            self.unsupported(&format!("{lp}.{key}"), value, "admission control");
-        }
-        self.optional(
-            &format!("{lp}.max_message_size"),
+        let field = |name: &str| format!("{path}.limits.{name}");
+        let max_message_size = self.optional(
+            &field("max_message_size"),
             &l.max_message_size,
-            DEFAULT_MAX_MESSAGE_SIZE,
+            defaults.max_message_size,
             |text| {
                 let size = units::size(text)?;
                 if size == 0 || size > MAX_MESSAGE_SIZE_CEILING {
@@ -418,7 +384,82 @@ impl Validator<'_> {
                 }
                 usize::try_from(size).map_err(|_| "too large for this platform".to_owned())
             },
-        )
+        );
+        let byte_rate = l
+            .byte_rate
+            .as_ref()
+            .and_then(|rate| self.value(&field("byte_rate"), rate, |t| parse_rate(t, true)));
+        Limits {
+            handshake_rate_per_ip: self.optional(
+                &field("handshake_rate_per_ip"),
+                &l.handshake_rate_per_ip,
+                defaults.handshake_rate_per_ip,
+                |t| parse_rate(t, false),
+            ),
+            handshake_burst_per_ip: self.optional(
+                &field("handshake_burst_per_ip"),
+                &l.handshake_burst_per_ip,
+                defaults.handshake_burst_per_ip,
+                positive_u32,
+            ),
+            max_connections_per_subject: self.optional(
+                &field("max_connections_per_subject"),
+                &l.max_connections_per_subject,
+                defaults.max_connections_per_subject,
+                positive_count,
+            ),
+            message_rate: self.optional(
+                &field("message_rate"),
+                &l.message_rate,
+                defaults.message_rate,
+                |t| parse_rate(t, false),
+            ),
+            message_burst: self.optional(
+                &field("message_burst"),
+                &l.message_burst,
+                defaults.message_burst,
+                positive_u32,
+            ),
+            byte_rate,
+            on_limit: self.optional(&field("on_limit"), &l.on_limit, defaults.on_limit, |text| {
+                match text {
+                    "close" => Ok(OnLimit::Close),
+                    "drop" => Ok(OnLimit::Drop),
+                    _ => Err("expected close or drop".to_owned()),
+                }
+            }),
+            max_message_size,
+        }
+    }
+
+    fn timeouts(&mut self, path: &str, timeouts: Option<&Spanned<raw::Timeouts>>) -> Timeouts {
+        let defaults = Timeouts::default();
+        let Some(timeouts) = timeouts else {
+            return defaults;
+        };
+        let t = &timeouts.value;
+        let field = |name: &str| format!("{path}.timeouts.{name}");
+        Timeouts {
+            idle: self.optional(&field("idle"), &t.idle, defaults.idle, positive_duration),
+            ping_interval: self.optional(
+                &field("ping_interval"),
+                &t.ping_interval,
+                defaults.ping_interval,
+                positive_duration,
+            ),
+            pong_timeout: self.optional(
+                &field("pong_timeout"),
+                &t.pong_timeout,
+                defaults.pong_timeout,
+                positive_duration,
+            ),
+            backend_connect: self.optional(
+                &field("backend_connect"),
+                &t.backend_connect,
+                defaults.backend_connect,
+                positive_duration,
+            ),
+        }
     }
 }
 
@@ -701,6 +742,61 @@ fn providers_at(providers: Option<&Spanned<Vec<Spanned<raw::Provider>>>>, i: usi
     providers
         .and_then(|list| list.value.get(i))
         .map_or(Location::UNKNOWN, |p| p.referenced)
+}
+
+/// `N/s`, `N/m`, `N/h`; with `sizes`, N may carry a size unit (`1MiB/s`).
+fn parse_rate(text: &str, sizes: bool) -> Result<Rate, String> {
+    let expected = if sizes {
+        "expected a byte rate such as 1MiB/s or 64KiB/s"
+    } else {
+        "expected a rate such as 100/s, 20/m or 1000/h"
+    };
+    let (count, unit) = text.trim().rsplit_once('/').ok_or(expected)?;
+    let per = match unit {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        _ => return Err(expected.to_owned()),
+    };
+    let count = if sizes {
+        units::size(count).map_err(|_| expected.to_owned())?
+    } else {
+        count
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| expected.to_owned())?
+    };
+    if count == 0 || count > u64::from(u32::MAX) {
+        return Err(format!("{expected} (N from 1 to {})", u32::MAX));
+    }
+    Ok(Rate { count, per })
+}
+
+fn positive_u32(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) | Err(_) => Err("expected a whole number from 1 to 4294967295".to_owned()),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    let expected = "expected an address or a network such as 10.0.0.0/8 or fd00::/8";
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let network: IpAddr = addr.trim().parse().map_err(|_| expected.to_owned())?;
+    let max = if network.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or(expected)?,
+    };
+    Ok(Cidr { network, prefix })
 }
 
 fn non_empty(text: &str) -> Result<String, String> {

@@ -1,0 +1,291 @@
+//! Admission limits, all on governor's GCRA (memory per key is one atomic word):
+//!
+//! - [`PerIp`]: a route's handshake rate per client IP. Every handshake counts, failed
+//!   authentications included, so nobody can make the proxy do unbounded signature work. The
+//!   keyed state is pruned periodically, so a spray of (IPv6) addresses cannot grow memory
+//!   without bound.
+//! - [`Subjects`]: concurrent sessions per JWT `sub` on a route; a [`SubjectSlot`] frees its
+//!   place when dropped, whatever ended the session.
+//! - [`MessageLimits`]: a connection's client-to-backend message and byte rates.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::config::{Limits, OnLimit, Rate};
+
+/// A GCRA quota: `rate`, with up to `burst` at once.
+pub fn quota(rate: Rate, burst: u32) -> Quota {
+    let count = u32::try_from(rate.count).unwrap_or(u32::MAX).max(1);
+    let period = (rate.per / count).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period)
+        .expect("the period is at least a nanosecond")
+        .allow_burst(burst)
+}
+
+type Keyed<C> =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Handshakes per client IP for one route.
+pub struct PerIp<C: Clock = DefaultClock> {
+    limiter: Keyed<C>,
+    clock: C,
+}
+
+impl PerIp {
+    pub fn new(rate: Rate, burst: u32) -> PerIp {
+        PerIp::with_clock(rate, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> PerIp<C> {
+    pub fn with_clock(rate: Rate, burst: u32, clock: C) -> PerIp<C> {
+        let limiter = RateLimiter::new(
+            quota(rate, burst),
+            DefaultKeyedStateStore::default(),
+            clock.clone(),
+        );
+        PerIp { limiter, clock }
+    }
+
+    /// `Err(wait)` when `ip` must wait before its next handshake.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets addresses whose state has returned to full burst capacity.
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Addresses currently remembered.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+}
+
+impl<C: Clock> std::fmt::Debug for PerIp<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerIp")
+            .field("addresses", &self.limiter.len())
+            .finish()
+    }
+}
+
+/// Live sessions per subject on one route.
+#[derive(Debug)]
+pub struct Subjects {
+    max: usize,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+/// A subject's place among its route's sessions; freed on drop.
+pub struct SubjectSlot {
+    subjects: Arc<Subjects>,
+    sub: String,
+}
+
+impl Subjects {
+    pub fn new(max: usize) -> Arc<Subjects> {
+        Arc::new(Subjects {
+            max,
+            counts: Mutex::default(),
+        })
+    }
+
+    /// A slot for `sub`, or `None` when it already has `max` sessions.
+    pub fn acquire(self: &Arc<Self>, sub: &str) -> Option<SubjectSlot> {
+        // The lock is held for a hash-map update per handshake and per close, never per message.
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(sub.to_owned()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SubjectSlot {
+            subjects: self.clone(),
+            sub: sub.to_owned(),
+        })
+    }
+}
+
+impl Drop for SubjectSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .subjects
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.sub) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.sub);
+            }
+        }
+    }
+}
+
+/// Why a client message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    Messages,
+    Bytes,
+}
+
+impl Exceeded {
+    /// Label for `rate_limited_total{kind}`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exceeded::Messages => "message",
+            Exceeded::Bytes => "bytes",
+        }
+    }
+}
+
+/// One connection's client-to-backend rates.
+pub struct MessageLimits {
+    messages: DefaultDirectRateLimiter,
+    bytes: Option<DefaultDirectRateLimiter>,
+    pub on_limit: OnLimit,
+}
+
+impl MessageLimits {
+    pub fn new(limits: &Limits) -> MessageLimits {
+        // A whole second of bytes may arrive at once, and always at least one largest message.
+        let byte_burst = |rate: Rate| {
+            let burst = rate.count.max(limits.max_message_size as u64);
+            u32::try_from(burst).unwrap_or(u32::MAX)
+        };
+        MessageLimits {
+            messages: RateLimiter::direct(quota(limits.message_rate, limits.message_burst)),
+            bytes: limits
+                .byte_rate
+                .map(|rate| RateLimiter::direct(quota(rate, byte_burst(rate)))),
+            on_limit: limits.on_limit,
+        }
+    }
+
+    /// Takes one message of `len` bytes from the budget.
+    pub fn admit(&self, len: usize) -> Result<(), Exceeded> {
+        self.messages.check().map_err(|_| Exceeded::Messages)?;
+        if let (Some(bytes), Some(len)) = (
+            &self.bytes,
+            NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)),
+        ) {
+            match bytes.check_n(len) {
+                Ok(Ok(())) => {}
+                _ => return Err(Exceeded::Bytes),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+    use std::net::Ipv6Addr;
+
+    fn per_second(count: u64) -> Rate {
+        Rate {
+            count,
+            per: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn per_ip_allows_the_burst_then_refuses_with_a_wait() {
+        let clock = FakeRelativeClock::default();
+        let limiter = PerIp::with_clock(per_second(2), 3, clock.clone());
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        for _ in 0..3 {
+            assert_eq!(limiter.check(ip), Ok(()));
+        }
+        let wait = limiter.check(ip).expect_err("over the burst");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        // Another address has its own budget.
+        assert_eq!(limiter.check("192.0.2.8".parse().expect("ip")), Ok(()));
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(limiter.check(ip), Ok(()));
+    }
+
+    #[test]
+    fn an_address_spray_is_pruned_back_to_nothing() {
+        let clock = FakeRelativeClock::default();
+        let limiter = PerIp::with_clock(per_second(20), 40, clock.clone());
+        for i in 0..10_000u128 {
+            let ip = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | i));
+            assert_eq!(limiter.check(ip), Ok(()));
+        }
+        assert_eq!(limiter.len(), 10_000);
+        // Pruning keeps addresses that still owe capacity...
+        limiter.prune();
+        assert_eq!(limiter.len(), 10_000);
+        // ...and forgets them once their bucket would be full again.
+        clock.advance(Duration::from_secs(3));
+        limiter.prune();
+        assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn subject_slots_are_released_on_drop() {
+        let subjects = Subjects::new(2);
+        let first = subjects.acquire("alice").expect("first");
+        let _second = subjects.acquire("alice").expect("second");
+        assert!(subjects.acquire("alice").is_none(), "third over the cap");
+        assert!(subjects.acquire("bob").is_some(), "caps are per subject");
+        drop(first);
+        assert!(subjects.acquire("alice").is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn message_and_byte_budgets() {
+        let limits = Limits {
+            message_rate: Rate {
+                count: 1,
+                per: Duration::from_secs(60),
+            },
+            message_burst: 3,
+            byte_rate: Some(Rate {
+                count: 1000,
+                per: Duration::from_secs(60),
+            }),
+            max_message_size: 1000,
+            ..Limits::default()
+        };
+        let budget = MessageLimits::new(&limits);
+        assert_eq!(budget.admit(600), Ok(()));
+        assert_eq!(budget.admit(400), Ok(()));
+        assert_eq!(budget.admit(100), Err(Exceeded::Bytes));
+        let messages = MessageLimits::new(&Limits {
+            byte_rate: None,
+            ..limits
+        });
+        for _ in 0..3 {
+            assert_eq!(messages.admit(10), Ok(()));
+        }
+        assert_eq!(messages.admit(10), Err(Exceeded::Messages));
+    }
+}
