@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admission;
 mod auth;
 mod config;
 mod forwarding;

@@ -239,6 +239,18 @@ async fn echo(mut ws: WebSocketStream<TcpStream>, closes: mpsc::UnboundedSender<
                 return;
             }
             Message::Text(text) if text.as_str() == "drop" => return,
+            Message::Text(text) if text.starts_with("blob:") => {
+                // blob:<count>:<size>: binary messages as fast as the proxy takes them.
+                let mut parts = text[5..].split(':');
+                let count: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let size: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let blob = vec![0x5au8; size];
+                for _ in 0..count {
+                    if ws.send(Message::binary(blob.clone())).await.is_err() {
+                        break;
+                    }
+                }
+            }
             Message::Text(text) if text.starts_with("burst:") => {
                 let n: usize = text[6..].parse().unwrap_or(0);
                 for i in 0..n {
@@ -344,6 +356,8 @@ pub struct TestProxy {
 /// How a [`TestProxy`] starts: YAML added to provider `test` and under `listen:`, the list
 /// under `routes:`, whether to wait for the keys, and the JWKS server's keys and mode.
 pub struct Setup {
+    /// Top-level YAML keys (such as `trusted_proxies`).
+    pub top_extra: String,
     pub provider_extra: String,
     pub listen_extra: String,
     pub routes: String,
@@ -355,6 +369,7 @@ pub struct Setup {
 impl Default for Setup {
     fn default() -> Setup {
         Setup {
+            top_extra: String::new(),
             provider_extra: String::new(),
             listen_extra: String::new(),
             routes: String::new(),
@@ -377,6 +392,7 @@ impl TestProxy {
     /// Starts the proxy as `setup` says.
     pub async fn start_full(setup: Setup) -> TestProxy {
         let Setup {
+            top_extra,
             provider_extra,
             listen_extra,
             routes,
@@ -388,7 +404,7 @@ impl TestProxy {
         let jwks = JwksServer::start(&jwks_keys).await;
         jwks.set_mode(jwks_mode);
         let yaml = format!(
-            "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\n\
+            "{top_extra}listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\n\
              providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256, ES256]\n{provider_extra}\
              routes:\n{routes}",
             pki.cert_path.display(),
@@ -669,6 +685,11 @@ impl TestProxy {
 }
 
 impl RawSession {
+    /// Sends bytes as they are (hand-made frames).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).await.expect("write");
+    }
+
     /// Sends one masked text frame (payload under 126 bytes).
     pub async fn send_text(&mut self, text: &str) {
         let mask = [0x12u8, 0x34, 0x56, 0x78];

@@ -34,6 +34,8 @@ use crate::ratelimit::MessageLimits;
 
 /// How long the other side gets to finish the closing handshake once the session ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client that stopped reading gets to take its close frame.
+const STALLED_CLOSE: Duration = Duration::from_millis(200);
 /// Batch writes up to this much before writing to the socket.
 const WRITE_BATCH: usize = 16 * 1024;
 /// tungstenite's read buffer is allocated eagerly per connection; its default is 128 KiB.
@@ -221,14 +223,14 @@ where
                 drain(&mut backend_rx).await;
             }
             First::Down(End::Stalled) => {
-                // The client is not reading: its close frame may never get through.
+                // The client is not reading: its close frame gets one short try.
                 finish(&mut backend_tx, away()).await;
                 drain(&mut backend_rx).await;
-                finish(
+                let last_word = finish(
                     &mut client_tx,
                     Some(close(CloseCode::Policy, "slow consumer")),
-                )
-                .await;
+                );
+                drop(tokio::time::timeout(STALLED_CLOSE, last_word).await);
             }
             First::Up(End::Limited) => {
                 finish(&mut backend_tx, away()).await;

@@ -1,0 +1,438 @@
+//! Admission control: every limit crossed, and stayed just under.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+fn limited_route(backend: &str, limits: &str, timeouts: &str) -> String {
+    let mut yaml = route("echo", "/echo", backend);
+    if !limits.is_empty() {
+        yaml.push_str(&format!("    limits:\n{limits}"));
+    }
+    if !timeouts.is_empty() {
+        yaml.push_str(&format!("    timeouts:\n{timeouts}"));
+    }
+    yaml
+}
+
+fn bearer_for(sub: &str) -> String {
+    format!("Bearer {}", sign(&keys()[0], &claims(sub)))
+}
+
+#[tokio::test]
+async fn the_handshake_rate_per_ip_counts_failed_authentications_and_answers_429() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      handshake_rate_per_ip: 1/m\n      handshake_burst_per_ip: 3\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    // Three attempts fit the burst, failed ones included.
+    for headers in [
+        "Authorization: Bearer junk.junk.junk\r\n".to_owned(),
+        String::new(),
+        proxy.bearer(),
+    ] {
+        let answer = proxy.raw(&upgrade_request("/echo", &headers)).await;
+        assert_ne!(status(&answer), 429, "{answer}");
+    }
+    // The fourth is refused before the token is even looked at.
+    let answer = proxy.raw(&upgrade_request("/echo", &proxy.bearer())).await;
+    assert_eq!(status(&answer), 429, "{answer}");
+    let retry = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{answer}");
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "only the valid attempt within the burst reached the backend"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_rate_limited_total{route="echo",kind="handshake"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_trusted_proxies_choose_the_address_limits_are_keyed_on() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      handshake_rate_per_ip: 1/m\n      handshake_burst_per_ip: 1\n";
+    let routes = limited_route(&backend.url(), limits, "");
+    let xff = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    // Trusted: each forwarded client has its own budget, and the backend sees the chain.
+    let proxy = start_trusting(&routes).await;
+    for ip in ["203.0.113.1", "203.0.113.2"] {
+        let answer = proxy
+            .raw(&upgrade_request(
+                "/echo",
+                &format!("{}{}", proxy.bearer(), xff(ip)),
+            ))
+            .await;
+        assert_eq!(status(&answer), 101, "{ip}: {answer}");
+    }
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("{}{}", proxy.bearer(), xff("203.0.113.1")),
+        ))
+        .await;
+    assert_eq!(status(&answer), 429, "{answer}");
+    assert_eq!(
+        backend.seen()[0].header("x-forwarded-for"),
+        Some("203.0.113.1, 127.0.0.1")
+    );
+    proxy.shutdown().await;
+
+    // Untrusted: the header changes nothing and is overwritten for the backend.
+    let plain_backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start_with("", &limited_route(&plain_backend.url(), limits, "")).await;
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("{}{}", proxy.bearer(), xff("203.0.113.1")),
+        ))
+        .await;
+    assert_eq!(status(&answer), 101, "{answer}");
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("{}{}", proxy.bearer(), xff("203.0.113.2")),
+        ))
+        .await;
+    assert_eq!(
+        status(&answer),
+        429,
+        "a spoofed X-Forwarded-For bought a new budget: {answer}"
+    );
+    assert_eq!(
+        plain_backend.seen()[0].header("x-forwarded-for"),
+        Some("127.0.0.1")
+    );
+    proxy.shutdown().await;
+}
+
+/// A proxy that trusts loopback peers to set X-Forwarded-For.
+async fn start_trusting(routes: &str) -> TestProxy {
+    TestProxy::start_full(Setup {
+        routes: routes.to_owned(),
+        top_extra: "trusted_proxies: [127.0.0.0/8]\n".to_owned(),
+        ..Setup::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sessions_per_subject_are_capped_and_released() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      max_connections_per_subject: 2\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let alice = bearer_for("alice");
+    let (first, _) = proxy
+        .connect_with("/echo", &[("authorization", &alice)])
+        .await
+        .expect("first");
+    let (second, _) = proxy
+        .connect_with("/echo", &[("authorization", &alice)])
+        .await
+        .expect("second");
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("Authorization: {alice}\r\n"),
+        ))
+        .await;
+    assert_eq!(status(&answer), 429, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    // Caps are per subject.
+    let (bob, _) = proxy
+        .connect_with("/echo", &[("authorization", &bearer_for("bob"))])
+        .await
+        .expect("bob");
+    // Closing a session gives its slot back.
+    drop(first);
+    wait_for_sample(&proxy, r#"wsgate_connections_active{route="echo"}"#, 2.0).await;
+    let (third, _) = proxy
+        .connect_with("/echo", &[("authorization", &alice)])
+        .await
+        .expect("slot released");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_rate_limited_total{route="echo",kind="subject"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    drop((second, bob, third));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_message_rate_closes_with_1008_past_the_burst() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let limits = "      message_rate: 1/m\n      message_burst: 3\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let mut ws = proxy.connect("/echo").await;
+    for i in 0..3 {
+        ws.send(Message::text(format!("m{i}"))).await.expect("send");
+        assert_eq!(
+            next(&mut ws).await,
+            Message::text(format!("m{i}")),
+            "within the burst"
+        );
+    }
+    ws.send(Message::text("one too many")).await.expect("send");
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert_eq!(frame.reason.as_str(), "rate limit");
+        }
+        other => panic!("expected 1008, got {other:?}"),
+    }
+    assert_eq!(backend.next_close().await, Some(1001));
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_rate_limited_total{route="echo",kind="message"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_limit_drop_discards_messages_and_keeps_the_session() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      message_rate: 1/m\n      message_burst: 3\n      on_limit: drop\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let mut ws = proxy.connect("/echo").await;
+    for i in 0..5 {
+        ws.send(Message::text(format!("m{i}"))).await.expect("send");
+    }
+    for i in 0..3 {
+        assert_eq!(next(&mut ws).await, Message::text(format!("m{i}")));
+    }
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_rate_limited_total{route="echo",kind="message"}"#,
+        2.0,
+    )
+    .await;
+    // Nothing else was relayed: close frames are not metered, and the next thing the client
+    // sees is the reply to its own close, not a fourth echo.
+    ws.send(Message::Close(None)).await.expect("close");
+    assert_eq!(close_code(&mut ws).await, None);
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_byte_rate_closes_past_its_budget() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      byte_rate: 1000B/m\n      max_message_size: 1000B\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let mut ws = proxy.connect("/echo").await;
+    for size in [600, 400] {
+        ws.send(Message::binary(vec![1u8; size]))
+            .await
+            .expect("send");
+        assert_eq!(
+            next(&mut ws).await,
+            Message::binary(vec![1u8; size]),
+            "within the byte budget"
+        );
+    }
+    ws.send(Message::binary(vec![1u8; 100]))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_rate_limited_total{route="echo",kind="bytes"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_session_closes_with_1001_and_traffic_keeps_one_open() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let timeouts = "      idle: 400ms\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), "", timeouts)).await;
+    // Just under: a message every 100 ms for a second keeps the session.
+    let mut busy = proxy.connect("/echo").await;
+    let mut pacing = tokio::time::interval(Duration::from_millis(100));
+    for i in 0..10 {
+        pacing.tick().await;
+        busy.send(Message::text(format!("{i}")))
+            .await
+            .expect("send");
+        assert_eq!(next(&mut busy).await, Message::text(format!("{i}")));
+    }
+    // Over: silence closes both sides.
+    let started = Instant::now();
+    match next(&mut busy).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1001);
+            assert_eq!(frame.reason.as_str(), "idle timeout");
+        }
+        other => panic!("expected an idle close, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed before the idle timeout"
+    );
+    assert_eq!(backend.next_close().await, Some(1001));
+    drop(busy);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_and_one_that_does_stays() {
+    let backend = EchoBackend::start(&[]).await;
+    let timeouts = "      ping_interval: 100ms\n      pong_timeout: 200ms\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), "", timeouts)).await;
+    // A dead peer: reads frames but never answers the pings.
+    let (head, mut dead) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    let (opcode, _) = dead.read_frame().await;
+    assert_eq!(opcode, 0x9, "the proxy pings");
+    assert_eq!(dead.close_code().await, 1001);
+    // A live peer (tungstenite answers pings while reading) outlives several ping rounds.
+    let mut live = proxy.connect("/echo").await;
+    let mut pacing = tokio::time::interval(Duration::from_millis(150));
+    for i in 0..6 {
+        pacing.tick().await;
+        live.send(Message::text(format!("{i}")))
+            .await
+            .expect("send");
+        assert_eq!(next(&mut live).await, Message::text(format!("{i}")));
+    }
+    drop((dead, live));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_the_proxy_buffers_little() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let timeouts = "      pong_timeout: 500ms\n      ping_interval: 1h\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), "", timeouts)).await;
+    let (head, mut session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    // The backend offers 64 MiB; the client reads nothing.
+    session.send_text("blob:64:1048576").await;
+    assert!(
+        backend.next_close().await.is_some(),
+        "the backend's session ended"
+    );
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_closes_total{route="echo",code="1008"}"#,
+        1.0,
+    )
+    .await;
+    let metrics = proxy.metrics().await;
+    let relayed = sample(
+        &metrics,
+        r#"wsgate_bytes_total{route="echo",direction="backend_to_client"}"#,
+    );
+    assert!(
+        relayed < 32.0 * 1048576.0,
+        "the proxy took {relayed} bytes for a client that reads nothing"
+    );
+    drop(session);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_get_protocol_close_codes() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      max_message_size: 64KiB\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let masked = |first: u8, payload: &[u8]| {
+        let mut frame = vec![first];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        frame
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("reserved bit", masked(0x81 | 0x40, b"hi"), 1002),
+        ("unknown opcode", masked(0x83, b"hi"), 1002),
+        ("ping over 125 bytes", masked(0x89, &[0u8; 126]), 1002),
+        ("invalid UTF-8", masked(0x81, &[0xff, 0xfe]), 1007),
+        ("unmasked frame", vec![0x81, 0x02, b'h', b'i'], 1002),
+        // A 10 MiB frame header: refused before any payload arrives.
+        (
+            "declared length over the limit",
+            vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0xa0, 0, 0, 0, 0, 0, 0],
+            1009,
+        ),
+    ];
+    for (name, frame, expected) in cases {
+        let (head, mut session) = proxy
+            .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+            .await;
+        assert_eq!(status(&head), 101, "{head}");
+        session.send_raw(&frame).await;
+        assert_eq!(session.close_code().await, expected, "{name}");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn slowloris_sockets_do_not_keep_a_real_client_out() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    // 5,000 connections that each send one byte of a TLS record and then nothing.
+    let mut idle = Vec::with_capacity(5000);
+    for _ in 0..5000 {
+        let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+        tcp.write_all(&[0x16]).await.expect("write");
+        idle.push(tcp);
+    }
+    let started = Instant::now();
+    let mut ws = proxy.connect("/echo").await;
+    let took = started.elapsed();
+    ws.send(Message::text("through")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("through"));
+    eprintln!("upgrade beside 5,000 slowloris sockets took {took:?}");
+    // Generous: the point is that it completes while the sockets hold their slots.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(ws);
+    drop(idle);
+    proxy.shutdown().await;
+}
