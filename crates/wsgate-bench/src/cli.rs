@@ -42,6 +42,11 @@ pub enum Command {
         #[arg(long)]
         out_dir: PathBuf,
     },
+    /// Print a fresh RS256 token (for curl or a browser console).
+    Token {
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Serve a JWKS file at http://LISTEN/jwks.json (prints the URL).
     JwksServe {
         #[arg(long)]
@@ -116,18 +121,8 @@ pub struct ClientArgs {
     /// CA certificate (PEM) to trust for wss://.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// RSA private key (PEM) to sign a fresh RS256 token for every upgrade; none: no token.
-    #[arg(long)]
-    token_key: Option<PathBuf>,
-    #[arg(long, default_value = "https://issuer.bench.example/")]
-    issuer: String,
-    #[arg(long, default_value = "bench")]
-    audience: String,
-    #[arg(long, default_value = "bench")]
-    kid: String,
-    /// Token lifetime.
-    #[arg(long, value_parser = duration, default_value = "1h")]
-    token_ttl: Duration,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Threads that sign tokens ahead of the connections.
     #[arg(long, default_value_t = 1)]
     mint_threads: usize,
@@ -143,6 +138,40 @@ pub struct ClientArgs {
     /// Run number in the records.
     #[arg(long, default_value_t = 1)]
     run: u32,
+}
+
+/// How test tokens are signed.
+#[derive(Args)]
+pub struct TokenArgs {
+    /// RSA private key (PEM) to sign a fresh RS256 token for every upgrade; none: no token.
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+    #[arg(long, default_value = "https://issuer.bench.example/")]
+    issuer: String,
+    #[arg(long, default_value = "bench")]
+    audience: String,
+    #[arg(long, default_value = "bench")]
+    kid: String,
+    /// Token lifetime.
+    #[arg(long, value_parser = duration, default_value = "1h")]
+    token_ttl: Duration,
+}
+
+impl TokenArgs {
+    fn signer(&self) -> anyhow::Result<Option<Signer>> {
+        self.token_key
+            .as_ref()
+            .map(|key| {
+                Signer::load(
+                    key,
+                    &self.kid,
+                    &self.issuer,
+                    &self.audience,
+                    self.token_ttl,
+                )
+            })
+            .transpose()
+    }
 }
 
 #[derive(Args)]
@@ -172,18 +201,7 @@ impl PlanArgs {
 
 impl ClientArgs {
     fn signer(&self) -> anyhow::Result<Option<Signer>> {
-        self.token_key
-            .as_ref()
-            .map(|key| {
-                Signer::load(
-                    key,
-                    &self.kid,
-                    &self.issuer,
-                    &self.audience,
-                    self.token_ttl,
-                )
-            })
-            .transpose()
+        self.token.signer()
     }
 
     fn client(&self) -> anyhow::Result<Client> {
@@ -210,6 +228,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Keys { out_dir, kid } => print_paths(token::write_keys(&out_dir, &kid)?),
         Command::Certs { out_dir } => print_paths(pki::write(&out_dir)?),
+        Command::Token { token } => {
+            let signer = token.signer()?.context("token needs --token-key")?;
+            println!("{}", signer.mint());
+        }
         Command::JwksServe { file, listen } => jwks::serve(&file, listen).await?,
         Command::Backend { listen } => backend::serve(listen).await?,
         Command::Check {
