@@ -89,7 +89,11 @@ pub async fn run(
             check.name, check.expected, check.got
         );
     }
-    eprintln!("[{label}] {} of {} checks passed", report.passed(), report.checks.len());
+    eprintln!(
+        "[{label}] {} of {} checks passed",
+        report.passed(),
+        report.checks.len()
+    );
     Ok(report)
 }
 
@@ -157,9 +161,18 @@ fn refusals(
         ("missing origin", with(Some(signer.mint()), None)),
         ("bad signature", with(Some(forged), Some(origin))),
         ("expired", with(Some(signer.sign(&expired)), Some(origin))),
-        ("wrong audience", with(Some(signer.sign(&wrong_aud)), Some(origin))),
-        ("wrong issuer", with(Some(signer.sign(&wrong_iss)), Some(origin))),
-        ("alg none", with(Some(token::unsigned(&kid, &signer.claims())), Some(origin))),
+        (
+            "wrong audience",
+            with(Some(signer.sign(&wrong_aud)), Some(origin)),
+        ),
+        (
+            "wrong issuer",
+            with(Some(signer.sign(&wrong_iss)), Some(origin)),
+        ),
+        (
+            "alg none",
+            with(Some(token::unsigned(&kid, &signer.claims())), Some(origin)),
+        ),
         ("HS256 confusion", with(Some(confused), Some(origin))),
         ("garbage", with(Some("not.a.jwt".to_owned()), Some(origin))),
     ])

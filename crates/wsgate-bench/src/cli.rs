@@ -161,15 +161,7 @@ impl TokenArgs {
     fn signer(&self) -> anyhow::Result<Option<Signer>> {
         self.token_key
             .as_ref()
-            .map(|key| {
-                Signer::load(
-                    key,
-                    &self.kid,
-                    &self.issuer,
-                    &self.audience,
-                    self.token_ttl,
-                )
-            })
+            .map(|key| Signer::load(key, &self.kid, &self.issuer, &self.audience, self.token_ttl))
             .transpose()
     }
 }
@@ -270,7 +262,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let record = client.record(handshake::scenario(parallel));
             let tree = client.tree()?;
             let target = client.client()?;
-            let record = handshake::run(Arc::new(target), parallel, plan.plan(), tree, record).await?;
+            let record =
+                handshake::run(Arc::new(target), parallel, plan.plan(), tree, record).await?;
             record.emit();
         }
         Command::Idle {
@@ -279,10 +272,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             in_flight,
             settle,
         } => {
-            let tree = client.tree()?.context("idle needs --pid (the proxy to measure)")?;
+            let tree = client
+                .tree()?
+                .context("idle needs --pid (the proxy to measure)")?;
             let target = client.client()?;
-            idle::run(&target, &sessions, in_flight, settle, tree, &client.label, client.run)
-                .await?;
+            idle::run(
+                &target,
+                &sessions,
+                in_flight,
+                settle,
+                tree,
+                &client.label,
+                client.run,
+            )
+            .await?;
         }
         Command::Report { results, checks } => {
             let records: Vec<Record> = read_lines(&results)?;
@@ -305,7 +308,11 @@ fn read_lines<T: serde::de::DeserializeOwned>(files: &[PathBuf]) -> anyhow::Resu
     for file in files {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("while reading {}", file.display()))?;
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             out.push(
                 serde_json::from_str(line)
                     .with_context(|| format!("{}:{}: not a record", file.display(), n + 1))?,

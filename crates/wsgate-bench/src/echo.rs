@@ -29,7 +29,7 @@ pub struct Params {
 }
 
 pub fn scenario(conns: usize, size: usize) -> String {
-    let size = if size >= 1024 && size % 1024 == 0 {
+    let size = if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")
@@ -63,7 +63,10 @@ pub async fn run(
     let count = samples.len();
     let sorted = samples.finish();
     record
-        .metric(name::ROUND_TRIPS, Some(count as f64 / window_seconds(window, params.plan)))
+        .metric(
+            name::ROUND_TRIPS,
+            Some(count as f64 / window_seconds(window, params.plan)),
+        )
         .metric(name::RTT_P50, sorted.percentile_us(50.0))
         .metric(name::RTT_P99, sorted.percentile_us(99.0))
         .metric(name::CPU_PER_ROUND_TRIP, proc::per_op(cpu, count));

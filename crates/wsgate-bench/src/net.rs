@@ -66,7 +66,9 @@ impl std::error::Error for OpenError {}
 impl Target {
     /// `url` must name a loopback address; `ca` is required for `wss://`.
     pub fn new(url: &str, ca: Option<&Path>) -> anyhow::Result<Target> {
-        let uri: Uri = url.parse().with_context(|| format!("while parsing {url}"))?;
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("while parsing {url}"))?;
         let secure = match uri.scheme_str() {
             Some("ws") => false,
             Some("wss") => true,
@@ -128,8 +130,7 @@ impl Target {
             headers.insert(header::AUTHORIZATION, value);
         }
         if let Some(origin) = &upgrade.origin {
-            let value =
-                HeaderValue::from_str(origin).map_err(|e| WsError::HttpFormat(e.into()))?;
+            let value = HeaderValue::from_str(origin).map_err(|e| WsError::HttpFormat(e.into()))?;
             headers.insert(header::ORIGIN, value);
         }
         Ok(request)
@@ -152,7 +153,9 @@ fn resolve_loopback(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .next()
         .with_context(|| format!("{host} has no address"))?;
     if !addr.ip().is_loopback() {
-        bail!("{host} resolves to {addr}, which is not loopback: this harness only targets 127.0.0.0/8 or ::1");
+        bail!(
+            "{host} resolves to {addr}, which is not loopback: this harness only targets 127.0.0.0/8 or ::1"
+        );
     }
     Ok(addr)
 }

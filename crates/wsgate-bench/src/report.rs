@@ -104,7 +104,8 @@ impl<'a> Table<'a> {
     }
 
     fn counts(&self, label: &str) -> bool {
-        self.failed_checks(label).is_none_or(|failed| failed.is_empty())
+        self.failed_checks(label)
+            .is_none_or(|failed| failed.is_empty())
     }
 
     fn header(&self, label: &str) -> String {
@@ -122,16 +123,22 @@ impl<'a> Table<'a> {
             .iter()
             .filter(|l| Some(l.as_str()) != subject)
             .collect();
-        let _ = writeln!(out, "## Results (median of {} runs)\n", self.runs);
+        let runs = match self.runs {
+            1 => "1 run".to_owned(),
+            n => format!("median of {n} runs"),
+        };
+        let _ = writeln!(out, "## Results ({runs})\n");
+        // "wsgate (no JWT yet)" -> "wsgate" in the ratio headers.
+        let short = subject.and_then(|s| s.split_whitespace().next());
         let mut head = String::from("| scenario | metric |");
         let mut rule = String::from("|---|---|");
         for label in &self.labels {
             let _ = write!(head, " {} |", self.header(label));
             rule.push_str("---:|");
         }
-        if let Some(subject) = subject {
+        if let Some(short) = short {
             for other in &others {
-                let _ = write!(head, " {subject} ÷ {other} |");
+                let _ = write!(head, " {short} ÷ {other} |");
                 rule.push_str("---:|");
             }
         }
@@ -146,7 +153,9 @@ impl<'a> Table<'a> {
             last_scenario = scenario;
             let mut line = format!("| {shown} | {metric} |");
             for label in &self.labels {
-                let cell = self.median(scenario, metric, label).map_or("–".into(), number);
+                let cell = self
+                    .median(scenario, metric, label)
+                    .map_or("–".into(), number);
                 let flag = self.flag(scenario, label);
                 let _ = write!(line, " {cell}{flag} |");
             }
@@ -289,7 +298,10 @@ impl<'a> Table<'a> {
                 "{subject} failed upgrade checks, so none of these can be claimed yet.\n"
             );
         }
-        let _ = writeln!(out, "| scenario | measured | must | goal |\n|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| scenario | measured | must | goal |\n|---|---|---|---|"
+        );
         let haproxy = self.find("haproxy");
         let cpu = [
             ("echo 64 B x 64", 1.2, 0.8),
@@ -299,9 +311,19 @@ impl<'a> Table<'a> {
         ];
         for (scenario, must, goal) in cpu {
             let r = self.ratio_to(scenario, name::CPU_PER_ROUND_TRIP, subject, haproxy);
-            threshold_row(out, &format!("{scenario}: CPU per round trip vs HAProxy"), r, |r| {
-                (r <= must, r <= goal, format!("<= {must}x"), format!("<= {goal}x"))
-            });
+            threshold_row(
+                out,
+                &format!("{scenario}: CPU per round trip vs HAProxy"),
+                r,
+                |r| {
+                    (
+                        r <= must,
+                        r <= goal,
+                        format!("<= {must:?}x"),
+                        format!("<= {goal:?}x"),
+                    )
+                },
+            );
         }
         self.rate_rows(out, subject, haproxy);
         if let (Some(mine), Some(direct)) = (
@@ -317,11 +339,18 @@ impl<'a> Table<'a> {
                 verdict(extra <= 15.0)
             );
         }
-        for (scenario, _) in self.rows.iter().filter(|(_, m)| m == name::CPU_PER_CONNECTION) {
+        for (scenario, _) in self
+            .rows
+            .iter()
+            .filter(|(_, m)| m == name::CPU_PER_CONNECTION)
+        {
             let r = self.ratio_to(scenario, name::CPU_PER_CONNECTION, subject, haproxy);
-            threshold_row(out, &format!("{scenario}: CPU per new connection vs HAProxy"), r, |r| {
-                (r <= 1.0, r <= 0.75, "<= 1.0x".into(), "<= 0.75x".into())
-            });
+            threshold_row(
+                out,
+                &format!("{scenario}: CPU per new connection vs HAProxy"),
+                r,
+                |r| (r <= 1.0, r <= 0.75, "<= 1.0x".into(), "<= 0.75x".into()),
+            );
         }
         for (scenario, _) in self.rows.iter().filter(|(_, m)| m == name::KIB_PER_SESSION) {
             let kib = self.median(scenario, name::KIB_PER_SESSION, subject);
@@ -347,7 +376,9 @@ impl<'a> Table<'a> {
             let best = peers
                 .iter()
                 .filter_map(|p| self.median(scenario, name::ROUND_TRIPS, p))
-                .fold(None, |best: Option<f64>, v| Some(best.map_or(v, |b| b.max(v))));
+                .fold(None, |best: Option<f64>, v| {
+                    Some(best.map_or(v, |b| b.max(v)))
+                });
             let vs_haproxy = self.ratio_to(scenario, name::ROUND_TRIPS, subject, haproxy);
             let goal = match (mine, best) {
                 (Some(m), Some(b)) => verdict(m >= b),
@@ -405,7 +436,7 @@ fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 {
+    Some(if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
@@ -451,7 +482,10 @@ mod tests {
         ];
         let text = render(&records, &[]);
         assert!(text.contains("| 11.0 | 20.0 | 0.55x |"), "{text}");
-        assert!(text.contains("0.55x | <= 1.2x: met | <= 0.8x: met"), "{text}");
+        assert!(
+            text.contains("0.55x | <= 1.2x: met | <= 0.8x: met"),
+            "{text}"
+        );
     }
 
     #[test]

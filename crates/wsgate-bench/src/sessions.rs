@@ -11,7 +11,10 @@ use crate::net::{OpenError, Stream};
 pub const IN_FLIGHT: usize = 100;
 
 /// Opens `count` sessions; `count` successes or the first failure.
-pub async fn open_all(client: &Client, count: usize) -> anyhow::Result<Vec<WebSocketStream<Stream>>> {
+pub async fn open_all(
+    client: &Client,
+    count: usize,
+) -> anyhow::Result<Vec<WebSocketStream<Stream>>> {
     let (open, failures) = open_many(client, count, IN_FLIGHT).await;
     if let Some(failure) = failures.first() {
         bail!(

@@ -125,7 +125,8 @@ pub fn write_keys(dir: &Path, kid: &str) -> anyhow::Result<Vec<PathBuf>> {
         .context("while generating an RSA-2048 key")?;
     let pkcs1 = pkcs8_to_pkcs1(&pair.serialize_der())?;
     let key = EncodingKey::from_rsa_der(&pkcs1);
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).context("while building the JWK")?;
+    let mut jwk =
+        Jwk::from_encoding_key(&key, Algorithm::RS256).context("while building the JWK")?;
     jwk.common.key_id = Some(kid.to_owned());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);

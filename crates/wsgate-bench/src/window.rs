@@ -10,7 +10,10 @@ use crate::proc::Tree;
 #[derive(Debug, Clone, Copy)]
 pub enum Plan {
     /// Run for `warmup + duration`; only operations inside the last `duration` count.
-    Timed { warmup: Duration, duration: Duration },
+    Timed {
+        warmup: Duration,
+        duration: Duration,
+    },
     /// Run exactly this many operations (split over the loops); all of them count.
     Count(u64),
 }
