@@ -41,6 +41,7 @@ trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
 
 command -v valgrind >/dev/null || die "valgrind is not installed (apt-get install valgrind)"
+command -v curl >/dev/null || die "curl is not installed (apt-get install curl)"
 
 # Runs wsgate under callgrind, then the client command (if any), then stops wsgate; sets TOTAL
 # to the instruction count (not printed: a command substitution would run this in a subshell,

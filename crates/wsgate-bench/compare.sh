@@ -55,6 +55,7 @@ install_peers() {
     local missing=()
     command -v haproxy >/dev/null || missing+=(haproxy)
     command -v nginx >/dev/null || missing+=(nginx)
+    command -v curl >/dev/null || missing+=(curl)
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]} from Debian"
     [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root"
@@ -165,10 +166,15 @@ write_report() {
         echo "TLS 1.3 with X25519, no session resumption, a fresh RS256 token and an Origin header on every"
         echo "upgrade). Proxy CPU is utime+stime of the proxy's whole process tree during the window."
         echo
-        echo "- **direct**: the client straight to the backend over ws:// (no TLS, no proxy): the upper bound."
-        echo "- **$WSGATE_LABEL**: \`wsgate run\` with \`$WSGATE_LEVEL\` configuration ($(wsgate_level_text))."
-        echo "- **haproxy**: TLS termination, Origin check, \`jwt_verify\` RS256 against the bare public key, \`iss\`, \`aud\` and \`exp\` checks, 401/403 otherwise."
-        echo "- **nginx**: TLS termination; checks only that the Origin is allowed and that an \`Authorization: Bearer\` header is present (nginx cannot verify a JWT: it fails the signature checks by design)."
+        local target
+        for target in ${TARGETS//,/ }; do
+            case $target in
+            direct) echo "- **direct**: the client straight to the backend over ws:// (no TLS, no proxy): the upper bound." ;;
+            wsgate) echo "- **$WSGATE_LABEL**: \`wsgate run\` with \`$WSGATE_LEVEL\` configuration ($(wsgate_level_text))." ;;
+            haproxy) echo "- **haproxy**: TLS termination, Origin check, \`jwt_verify\` RS256 against the bare public key, \`iss\`, \`aud\` and \`exp\` checks, 401/403 otherwise; the token is removed before the backend." ;;
+            nginx) echo "- **nginx**: TLS termination; checks only that the Origin is allowed and that an \`Authorization: Bearer\` header is present (nginx cannot verify a JWT: it fails the signature checks by design)." ;;
+            esac
+        done
         echo
         "$BENCH" report --results "$RESULTS" --checks "$CHECKS"
         echo
