@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::check;
-use crate::record::{Record, name};
+use crate::record::Record;
+
+mod checks;
+mod thresholds;
 
 /// (scenario, metric, label) -> the values of every run.
 type Values = HashMap<(String, String, String), Vec<f64>>;
@@ -216,183 +219,6 @@ impl<'a> Table<'a> {
         }
     }
 
-    fn checks(&self, out: &mut String) {
-        let mut labels: Vec<&str> = Vec::new();
-        for report in self.checks {
-            if !labels.contains(&report.label.as_str()) {
-                labels.push(&report.label);
-            }
-        }
-        if labels.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "\n## Upgrade checks (before measuring, every run)\n");
-        let mut head = String::from("| check | expected |");
-        let mut rule = String::from("|---|---|");
-        for label in &labels {
-            let _ = write!(head, " {} |", self.header(label));
-            rule.push_str("---|");
-        }
-        let _ = writeln!(out, "{head}\n{rule}");
-        let names: Vec<(&str, &str)> = self
-            .checks
-            .first()
-            .map(|r| {
-                r.checks
-                    .iter()
-                    .map(|c| (c.name.as_str(), c.expected.as_str()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (name, expected) in names {
-            let mut line = format!("| {name} | {expected} |");
-            for label in &labels {
-                let _ = write!(line, " {} |", self.check_cell(label, name));
-            }
-            let _ = writeln!(out, "{line}");
-        }
-        let mut line = String::from("| TLS negotiated | |");
-        for label in &labels {
-            let tls = self
-                .checks
-                .iter()
-                .find(|r| r.label == *label)
-                .and_then(|r| r.tls.clone())
-                .unwrap_or_default();
-            let _ = write!(line, " {tls} |");
-        }
-        let _ = writeln!(out, "{line}");
-    }
-
-    /// What the target answered (every distinct answer over the runs) and pass/FAIL.
-    fn check_cell(&self, label: &str, name: &str) -> String {
-        let outcomes: Vec<&check::Outcome> = self
-            .checks
-            .iter()
-            .filter(|r| r.label == label)
-            .flat_map(|r| r.checks.iter().filter(|c| c.name == name))
-            .collect();
-        let mut answers: Vec<&str> = Vec::new();
-        for outcome in &outcomes {
-            if !answers.contains(&outcome.got.as_str()) {
-                answers.push(&outcome.got);
-            }
-        }
-        let verdict = if outcomes.iter().all(|o| o.pass) {
-            "pass"
-        } else {
-            "**FAIL**"
-        };
-        format!("{} {verdict}", answers.join(" / "))
-    }
-
-    /// Issue 6's table: what wsgate must reach, and the goal.
-    fn targets(&self, out: &mut String) {
-        let Some(subject) = self.subject() else {
-            return;
-        };
-        let _ = writeln!(out, "\n## Issue 6 thresholds ({subject})\n");
-        if !self.counts(subject) {
-            let _ = writeln!(
-                out,
-                "{subject} failed upgrade checks, so none of these can be claimed yet.\n"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "| scenario | measured | must | goal |\n|---|---|---|---|"
-        );
-        let haproxy = self.find("haproxy");
-        let cpu = [
-            ("echo 64 B x 64", 1.2, 0.8),
-            ("echo 64 B x 512", 1.2, 0.8),
-            ("echo 16 KiB x 64", 1.0, 0.8),
-            ("echo 16 KiB x 512", 1.0, 0.7),
-        ];
-        for (scenario, must, goal) in cpu {
-            let r = self.ratio_to(scenario, name::CPU_PER_ROUND_TRIP, subject, haproxy);
-            threshold_row(
-                out,
-                &format!("{scenario}: CPU per round trip vs HAProxy"),
-                r,
-                |r| {
-                    (
-                        r <= must,
-                        r <= goal,
-                        format!("<= {must:?}x"),
-                        format!("<= {goal:?}x"),
-                    )
-                },
-            );
-        }
-        self.rate_rows(out, subject, haproxy);
-        if let (Some(mine), Some(direct)) = (
-            self.median("echo 64 B x 1", name::RTT_P50, subject),
-            self.find("direct")
-                .and_then(|d| self.median("echo 64 B x 1", name::RTT_P50, d)),
-        ) {
-            let extra = mine - direct;
-            let _ = writeln!(
-                out,
-                "| echo 64 B x 1: RTT p50 over direct | +{extra:.1} us | <= +25 us: {} | <= +15 us: {} |",
-                verdict(extra <= 25.0),
-                verdict(extra <= 15.0)
-            );
-        }
-        for (scenario, _) in self
-            .rows
-            .iter()
-            .filter(|(_, m)| m == name::CPU_PER_CONNECTION)
-        {
-            let r = self.ratio_to(scenario, name::CPU_PER_CONNECTION, subject, haproxy);
-            threshold_row(
-                out,
-                &format!("{scenario}: CPU per new connection vs HAProxy"),
-                r,
-                |r| (r <= 1.0, r <= 0.75, "<= 1.0x".into(), "<= 0.75x".into()),
-            );
-        }
-        for (scenario, _) in self.rows.iter().filter(|(_, m)| m == name::KIB_PER_SESSION) {
-            let kib = self.median(scenario, name::KIB_PER_SESSION, subject);
-            let measured = kib.map_or("–".to_owned(), |k| format!("{k:.1} KiB"));
-            let _ = writeln!(
-                out,
-                "| {scenario}: memory per session | {measured} | <= 32 KiB: {} | <= 16 KiB: {} |",
-                kib.map_or("–", |k| verdict(k <= 32.0)),
-                kib.map_or("–", |k| verdict(k <= 16.0))
-            );
-        }
-    }
-
-    /// Round trips/s of every echo scenario: must reach 0.9x HAProxy, goal the best peer.
-    fn rate_rows(&self, out: &mut String, subject: &str, haproxy: Option<&str>) {
-        let peers: Vec<&String> = self
-            .labels
-            .iter()
-            .filter(|l| *l != subject && !l.starts_with("direct"))
-            .collect();
-        for (scenario, _) in self.rows.iter().filter(|(_, m)| m == name::ROUND_TRIPS) {
-            let mine = self.median(scenario, name::ROUND_TRIPS, subject);
-            let best = peers
-                .iter()
-                .filter_map(|p| self.median(scenario, name::ROUND_TRIPS, p))
-                .fold(None, |best: Option<f64>, v| {
-                    Some(best.map_or(v, |b| b.max(v)))
-                });
-            let vs_haproxy = self.ratio_to(scenario, name::ROUND_TRIPS, subject, haproxy);
-            let goal = match (mine, best) {
-                (Some(m), Some(b)) => verdict(m >= b),
-                _ => "–",
-            };
-            let _ = writeln!(
-                out,
-                "| {scenario}: round trips/s vs HAProxy | {} | >= 0.9x: {} | >= best peer: {goal} |",
-                vs_haproxy.map_or("–".to_owned(), |r| format!("{r:.2}x")),
-                vs_haproxy.map_or("–", |r| verdict(r >= 0.9)),
-            );
-        }
-    }
-
     fn ratio_to(
         &self,
         scenario: &str,
@@ -404,29 +230,6 @@ impl<'a> Table<'a> {
         let theirs = self.median(scenario, metric, other?)?;
         (theirs > 0.0).then(|| mine / theirs)
     }
-}
-
-fn threshold_row(
-    out: &mut String,
-    what: &str,
-    ratio: Option<f64>,
-    judge: impl Fn(f64) -> (bool, bool, String, String),
-) {
-    let Some(r) = ratio else {
-        let _ = writeln!(out, "| {what} | – | – | – |");
-        return;
-    };
-    let (must, goal, must_text, goal_text) = judge(r);
-    let _ = writeln!(
-        out,
-        "| {what} | {r:.2}x | {must_text}: {} | {goal_text}: {} |",
-        verdict(must),
-        verdict(goal)
-    );
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**not met**" }
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -463,6 +266,7 @@ fn ratio(mine: Option<f64>, theirs: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::name;
 
     fn record(label: &str, run: u32, value: f64) -> Record {
         let mut r = Record::new(label, run, "echo 64 B x 64".to_owned());
