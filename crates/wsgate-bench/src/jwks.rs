@@ -1,0 +1,62 @@
+//! `jwks-serve`: serves one JWKS file at `/jwks.json` over plain HTTP on loopback, so wsgate
+//! can fetch the bench keys (`jwks_url: http://127.0.0.1:PORT/jwks.json`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request head larger than this is refused.
+const MAX_HEAD: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(file: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let body: Arc<[u8]> = std::fs::read(file)
+        .with_context(|| format!("while reading {}", file.display()))?
+        .into();
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("while binding {listen}"))?;
+    // stdout, so a script can read the URL.
+    println!("http://{}/jwks.json", listener.local_addr()?);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let body = body.clone();
+        tokio::spawn(async move {
+            drop(tokio::time::timeout(READ_TIMEOUT, answer(tcp, &body)).await);
+        });
+    }
+}
+
+async fn answer(mut tcp: TcpStream, body: &[u8]) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let found = line.starts_with(b"GET /jwks.json ") || line.starts_with(b"GET /jwks.json?");
+    let (status, body) = if found {
+        ("200 OK", body)
+    } else {
+        ("404 Not Found", &b"not found\n"[..])
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: max-age=300\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    tcp.write_all(body).await?;
+    tcp.shutdown().await
+}
