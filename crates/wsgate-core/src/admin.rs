@@ -1,26 +1,39 @@
-//! The admin listener (DESIGN.md section 4): `/metrics`, `/healthz` and `/readyz`, open to
-//! whoever can reach it, which is why it binds loopback by default. Plain HTTP/1.1 with
-//! keep-alive, so a scraper reuses its connection.
+//! The admin listener (DESIGN.md section 4). `/metrics`, `/healthz` and `/readyz` are open to
+//! whoever can reach it, which is why it binds loopback by default; every `/admin/*` call needs
+//! `Authorization: Bearer <admin.token>` (compared in constant time), and without a configured
+//! token every one of them is refused.
+//!
+//! - `GET /admin/sessions[?sub=&route=]`: live sessions as JSON.
+//! - `POST /admin/revoke` with `{"session": id}`, `{"sub": s[, "ttl": "1h"]}` or
+//!   `{"jti": j}`: closes matching sessions with 4003 and (for sub and jti) refuses new
+//!   handshakes until the revocation expires; answers how many sessions were closed.
+//! - `GET /admin/revocations`, `DELETE /admin/revocations?sub=|jti=`: list and lift.
+//! - `POST /admin/reload`: the same as SIGHUP.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::config::units;
 use crate::handshake::plain;
+use crate::registry::{DEFAULT_REVOCATION_TTL, Kick};
 use crate::server::Shared;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin request bodies are small JSON objects.
+const MAX_BODY: usize = 4096;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -36,7 +49,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+                async move { Ok::<_, Infallible>(answer(&shared, request).await) }
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -50,13 +63,26 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    if let Some(admin) = path.strip_prefix("/admin/") {
+        if !authorized(shared, &request) {
+            let mut response = plain(StatusCode::UNAUTHORIZED, "admin token required");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="wsgate-admin""#),
+            );
+            return response;
+        }
+        return admin_api(shared, admin.to_owned(), request).await;
+    }
     if request.method() != Method::GET {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    match request.uri().path() {
+    match path.as_str() {
         "/metrics" => {
-            for store in &shared.auth.stores {
+            let state = shared.state();
+            for store in &state.auth.stores {
                 let age = store.current().map(|keys| keys.fetched.elapsed());
                 store.metrics.set_age(age);
             }
@@ -73,10 +99,165 @@ fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>>
         "/readyz" if shared.draining.is_cancelled() => {
             plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
         }
-        "/readyz" if !shared.auth.ready() => {
+        "/readyz" if !shared.state().auth.ready() => {
             plain(StatusCode::SERVICE_UNAVAILABLE, "provider keys not loaded")
         }
         "/readyz" => plain(StatusCode::OK, "ready"),
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+fn authorized<B>(shared: &Shared, request: &Request<B>) -> bool {
+    let Some(token) = &shared.state().config.admin.token else {
+        return false;
+    };
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Some((scheme, credentials)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer") && token.matches(credentials.trim().as_bytes())
+}
+
+async fn admin_api(
+    shared: &Shared,
+    path: String,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned())
+    };
+    match (method, path.as_str()) {
+        (Method::GET, "sessions") => {
+            let sessions = shared
+                .registry
+                .list(param("sub").as_deref(), param("route").as_deref());
+            json_response(
+                StatusCode::OK,
+                &Value::Array(sessions.iter().map(|s| s.to_json()).collect()),
+            )
+        }
+        (Method::POST, "revoke") => match read_json(request).await {
+            Ok(body) => revoke(shared, &body),
+            Err(response) => response,
+        },
+        (Method::GET, "revocations") => {
+            let list = shared.registry.revocations();
+            json_response(
+                StatusCode::OK,
+                &Value::Array(list.iter().map(|r| r.to_json()).collect()),
+            )
+        }
+        (Method::DELETE, "revocations") => {
+            let target = param("sub")
+                .map(|v| ("sub", v))
+                .or_else(|| param("jti").map(|v| ("jti", v)));
+            match target {
+                Some((kind, value)) => {
+                    let lifted = shared.registry.lift(kind, &value);
+                    info!(kind, ?value, lifted, "revocation lifted");
+                    json_response(StatusCode::OK, &json!({ "lifted": lifted }))
+                }
+                None => json_error(StatusCode::BAD_REQUEST, "name ?sub= or ?jti="),
+            }
+        }
+        (Method::POST, "reload") => match shared.reload() {
+            Ok(summary) => json_response(StatusCode::OK, &summary),
+            Err(problems) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({ "error": problems }),
+            ),
+        },
+        _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(id) = body.get("session").and_then(Value::as_u64) {
+        let closed = shared.registry.kick(|s| s.id == id, Kick::REVOKED);
+        info!(session = id, closed, "session revoked");
+        return json_response(StatusCode::OK, &json!({ "closed": closed }));
+    }
+    let (kind, value) = match (text("sub"), text("jti")) {
+        (Some(sub), None) => ("sub", sub),
+        (None, Some(jti)) => ("jti", jti),
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                r#"expected {"session": id}, {"sub": s} or {"jti": j}"#,
+            );
+        }
+    };
+    // Refused until the longest token that could carry it has expired: the live sessions'
+    // tokens, the given ttl, or a day when nothing says otherwise.
+    let ttl = match body.get("ttl") {
+        None => None,
+        Some(Value::Number(secs)) => secs.as_u64().map(Duration::from_secs),
+        Some(Value::String(text)) => units::duration(text).ok(),
+        Some(_) => None,
+    };
+    if body.get("ttl").is_some() && ttl.is_none() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "ttl: seconds, or a duration such as 1h",
+        );
+    }
+    let now = SystemTime::now();
+    let live = shared.registry.latest_expiry(kind, value);
+    let until = match (ttl, kind) {
+        (Some(ttl), _) => now + ttl,
+        // A token id lives as long as its token.
+        (None, "jti") => live.unwrap_or(now + DEFAULT_REVOCATION_TTL),
+        // A subject may hold other tokens: a day, or longer if a live token lives longer.
+        (None, _) => live.map_or(now + DEFAULT_REVOCATION_TTL, |exp| {
+            exp.max(now + DEFAULT_REVOCATION_TTL)
+        }),
+    };
+    let closed = shared.registry.revoke(kind, value, until);
+    info!(kind, ?value, closed, "revoked");
+    json_response(StatusCode::OK, &json!({ "closed": closed }))
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<Value, Response<Full<Bytes>>> {
+    let body = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body must be a small JSON object",
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| json_error(StatusCode::BAD_REQUEST, "the body must be a JSON object"))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({ "error": message }))
 }

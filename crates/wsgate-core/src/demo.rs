@@ -189,6 +189,7 @@ async fn bind_preferring(
         trusted_proxies: Vec::new(),
         admin: Admin {
             address: SocketAddr::from(([127, 0, 0, 1], admin)),
+            token: None,
         },
         providers: vec![Provider {
             name: "dev".to_owned(),

@@ -15,6 +15,7 @@
 //! - [`auth`]: token transports, JWKS providers, JWT verification and claim rules.
 //! - [`origin`]: Origin allowlists.
 //! - [`peer`]: the client address, `trusted_proxies` and `X-Forwarded-For`.
+//! - [`registry`]: live sessions and revocations; state: hot reload.
 //! - [`ratelimit`]: per-IP handshake rates, per-subject caps, message and byte rates.
 //! - [`issuer`]: the development token issuer used by the demo.
 //! - [`demo`]: `wsgate demo`, everything embedded on loopback.
@@ -29,9 +30,11 @@ pub mod metrics;
 pub mod origin;
 pub mod peer;
 pub mod ratelimit;
+pub mod registry;
 pub mod relay;
 pub mod router;
 pub mod server;
+mod state;
 pub mod tls;
 
 mod admin;

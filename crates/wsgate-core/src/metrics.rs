@@ -44,6 +44,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabel {
     provider: Arc<str>,
 }
@@ -83,6 +88,9 @@ pub struct Metrics {
     backend_errors: Family<KindLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
     rate_limited: Family<KindLabels, Counter>,
+    config_reloads: Family<OutcomeLabel, Counter>,
+    tls_cert_expiry: Gauge<f64, AtomicU64>,
+    cert_expiry: std::sync::Mutex<Option<std::time::SystemTime>>,
     jwks_refresh: Family<RefreshLabels, Counter>,
     jwks_keys: Family<ProviderLabel, Gauge>,
     jwks_age: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
@@ -114,6 +122,9 @@ impl Metrics {
             backend_errors: Family::default(),
             auth_failures: Family::default(),
             rate_limited: Family::default(),
+            config_reloads: Family::default(),
+            tls_cert_expiry: Gauge::default(),
+            cert_expiry: std::sync::Mutex::new(None),
             jwks_refresh: Family::default(),
             jwks_keys: Family::default(),
             jwks_age: Family::default(),
@@ -146,6 +157,16 @@ impl Metrics {
             "backend_errors",
             "Failures reaching or talking to a backend",
             metrics.backend_errors.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            metrics.config_reloads.clone(),
+        );
+        registry.register(
+            "tls_cert_expiry_seconds",
+            "Seconds until the serving certificate expires",
+            metrics.tls_cert_expiry.clone(),
         );
         registry.register(
             "rate_limited",
@@ -218,6 +239,21 @@ impl Metrics {
         }
     }
 
+    /// Counts a reload (`ok` or `error`).
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabel { result })
+            .inc();
+    }
+
+    /// Records when the serving certificate expires; the gauge shows the seconds left at
+    /// scrape time.
+    pub fn set_cert_expiry(&self, expiry: std::time::SystemTime) {
+        if let Ok(mut at) = self.cert_expiry.lock() {
+            *at = Some(expiry);
+        }
+    }
+
     /// Handles for one provider.
     pub fn provider(&self, name: &str) -> ProviderMetrics {
         let provider: Arc<str> = Arc::from(name);
@@ -234,6 +270,13 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        if let Some(expiry) = self.cert_expiry.lock().ok().and_then(|at| *at) {
+            let left = match expiry.duration_since(std::time::SystemTime::now()) {
+                Ok(left) => left.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            };
+            self.tls_cert_expiry.set(left);
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

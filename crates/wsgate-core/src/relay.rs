@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{OnLimit, Timeouts};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
+use crate::registry::Kick;
 
 /// How long the other side gets to finish the closing handshake once the session ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,6 +66,8 @@ pub struct Policy {
     pub timeouts: Timeouts,
     /// When the token expires (`None` with `on_expiry: ignore`).
     pub expires: Option<Instant>,
+    /// Set from outside (revocation, reload) to close the session.
+    pub kicked: watch::Receiver<Option<Kick>>,
 }
 
 /// How a session ended, for the access log and metrics.
@@ -108,6 +112,7 @@ enum First {
     Shutdown,
     Expired,
     Idle,
+    Kicked(Kick),
 }
 
 /// Session-wide times, shared by the pumps (same task, so relaxed atomics suffice).
@@ -187,6 +192,7 @@ where
             () = shutdown.cancelled() => First::Shutdown,
             () = sleep_until_some(policy.expires) => First::Expired,
             () = idle(&clock, timeouts.idle) => First::Idle,
+            kick = kicked(policy.kicked.clone()) => First::Kicked(kick),
         }
         // The other pump is dropped here; a message it was relaying is lost with the session.
     };
@@ -251,6 +257,15 @@ where
                 finish(&mut client_tx, Some(close(CloseCode::Away, "idle timeout"))).await;
                 tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
             }
+            First::Kicked(kick) => {
+                finish(&mut backend_tx, away()).await;
+                finish(
+                    &mut client_tx,
+                    Some(close(CloseCode::from(kick.code), kick.reason)),
+                )
+                .await;
+                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
+            }
             First::Shutdown => {
                 finish(&mut client_tx, away()).await;
                 finish(&mut backend_tx, away()).await;
@@ -290,6 +305,7 @@ fn describe(first: &First) -> (u16, &'static str, &'static str) {
         First::Idle => (1001, "proxy", "idle timeout"),
         First::Shutdown => (1001, "proxy", "shutting down"),
         First::Expired => (4001, "proxy", "token expired"),
+        First::Kicked(kick) => (kick.code, "proxy", kick.reason),
         First::Up(End::Stalled | End::PongTimeout) | First::Down(End::Limited) => {
             (ABNORMAL, "proxy", "unexpected")
         }
@@ -301,6 +317,19 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Completes when the session is kicked from outside.
+async fn kicked(mut receiver: watch::Receiver<Option<Kick>>) -> Kick {
+    loop {
+        if let Some(kick) = *receiver.borrow_and_update() {
+            return kick;
+        }
+        if receiver.changed().await.is_err() {
+            // The registry is gone: nobody can kick any more.
+            return std::future::pending().await;
+        }
     }
 }
 

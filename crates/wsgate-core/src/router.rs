@@ -35,6 +35,13 @@ impl<T: AsRef<Route>> Router<T> {
         })
     }
 
+    /// The route named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<T>> {
+        self.entries
+            .iter()
+            .find(|entry| (***entry).as_ref().name == name)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
         self.entries.iter()
     }

@@ -6,9 +6,11 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,22 +23,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::jwks::KeyStore;
-use crate::auth::{self, Authenticator, Principal, token};
+use crate::auth::{self, Principal, token};
 use crate::backend::{self, Answer, Outgoing};
-use crate::config::{Config, OnExpiry, Route};
+use crate::config::{Config, OnExpiry};
 use crate::handshake::{self, Refusal};
-use crate::metrics::{Metrics, RouteMetrics};
-use crate::ratelimit::{MessageLimits, PerIp, SubjectSlot, Subjects};
-use crate::router::{Router, backend_target};
+use crate::metrics::Metrics;
+use crate::ratelimit::{MessageLimits, SubjectSlot};
+use crate::registry::Registry;
+use crate::router::backend_target;
+use crate::state::State;
 use crate::{admin, origin, peer, relay, tls};
 
 /// Cap on the upgrade request's head (request line and headers): larger gets 431.
@@ -67,35 +69,40 @@ pub enum Error {
     },
 }
 
-/// A route with what it needs at run time, built once.
-#[derive(Debug)]
-pub struct RouteEntry {
-    pub route: Route,
-    pub metrics: RouteMetrics,
-    pub websocket: WebSocketConfig,
-    pub per_ip: PerIp,
-    pub subjects: Arc<Subjects>,
-}
-
-impl AsRef<Route> for RouteEntry {
-    fn as_ref(&self) -> &Route {
-        &self.route
-    }
-}
+pub use crate::state::RouteEntry;
 
 /// State shared by every connection task.
 pub(crate) struct Shared {
-    pub(crate) config: Config,
-    router: Router<RouteEntry>,
-    unrouted: RouteMetrics,
-    tls: TlsAcceptor,
-    pub(crate) auth: Authenticator,
+    /// The running configuration; a reload swaps it whole.
+    pub(crate) state: ArcSwap<State>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Sized from `listen.max_connections` at start (a reload does not resize it).
     connections: Arc<Semaphore>,
     refusing: Arc<Semaphore>,
     /// Cancelled when the drain starts.
     pub(crate) draining: CancellationToken,
     tracker: TaskTracker,
+    pub(crate) registry: Arc<Registry>,
+    /// The configuration file, for reloads.
+    pub(crate) source: Option<PathBuf>,
+}
+
+impl Shared {
+    pub(crate) fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+}
+
+/// Reloads the configuration of a running server (SIGHUP, the admin API).
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Re-reads the configuration file; on error the running configuration stays and every
+    /// problem is returned.
+    pub fn reload(&self) -> Result<(), Vec<String>> {
+        self.0.reload().map(drop)
+    }
 }
 
 /// The proxy, bound and ready to run.
@@ -119,45 +126,37 @@ impl Server {
         };
         let listener = bind("public", config.listen.address).await?;
         let admin = bind("admin", config.admin.address).await?;
-        let tls = TlsAcceptor::from(config.listen.tls.server_config()?);
         let metrics = Arc::new(Metrics::new());
-        let mut stores = Vec::new();
-        for provider in &config.providers {
-            let store = KeyStore::new(provider.clone(), metrics.provider(&provider.name)).map_err(
-                |source| Error::Provider {
-                    provider: provider.name.clone(),
-                    source,
-                },
-            )?;
-            stores.push(Arc::new(store));
-        }
-        let router = Router::new(config.routes.iter().map(|route| RouteEntry {
-            metrics: metrics.route(&route.name),
-            websocket: relay::websocket_config(route.limits.max_message_size),
-            per_ip: PerIp::new(
-                route.limits.handshake_rate_per_ip,
-                route.limits.handshake_burst_per_ip,
-            ),
-            subjects: Subjects::new(route.limits.max_connections_per_subject),
-            route: route.clone(),
-        }));
+        let draining = CancellationToken::new();
+        let connections = Arc::new(Semaphore::new(config.listen.max_connections));
+        let state = State::build(config, &metrics, None, &draining)?;
         let shared = Shared {
-            router,
-            unrouted: metrics.route(""),
-            tls,
-            auth: Authenticator::new(stores),
-            connections: Arc::new(Semaphore::new(config.listen.max_connections)),
+            state: ArcSwap::from_pointee(state),
+            connections,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             metrics,
-            draining: CancellationToken::new(),
+            draining,
             tracker: TaskTracker::new(),
-            config,
+            registry: Arc::default(),
+            source: None,
         };
         Ok(Server {
             shared: Arc::new(shared),
             listener,
             admin,
         })
+    }
+
+    /// Remembers the file the configuration came from, so it can be reloaded.
+    pub fn with_source(mut self, path: PathBuf) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.source = Some(path);
+        }
+        self
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -183,15 +182,10 @@ impl Server {
         info!(
             address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             admin = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-            routes = shared.config.routes.len(),
+            routes = shared.state().config.routes.len(),
             "wsgate listening"
         );
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
-        // Keys are fetched in the background: until a provider has them, its routes answer
-        // 503 and /readyz says not ready.
-        for store in &shared.auth.stores {
-            tokio::spawn(store.clone().run(shared.draining.clone()));
-        }
         tokio::spawn(prune(shared.clone()));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -209,7 +203,7 @@ impl Server {
         drop(listener);
         shared.draining.cancel();
         shared.tracker.close();
-        let grace = shared.config.listen.shutdown_grace;
+        let grace = shared.state().config.listen.shutdown_grace;
         info!(connections = shared.tracker.len(), ?grace, "draining");
         if tokio::time::timeout(grace, shared.tracker.wait())
             .await
@@ -233,7 +227,7 @@ async fn prune(shared: Arc<Shared>) {
             _ = every.tick() => {}
             () = shared.draining.cancelled() => return,
         }
-        for entry in shared.router.iter() {
+        for entry in shared.state().router.iter() {
             entry.per_ip.prune();
         }
     }
@@ -269,15 +263,19 @@ struct Pending {
     entry: Arc<RouteEntry>,
     principal: Arc<Principal>,
     subject: Option<SubjectSlot>,
+    expires: Option<Instant>,
+    origin: Option<String>,
     client: OnUpgrade,
     backend: TokioIo<Upgraded>,
     started: Instant,
 }
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admission: Admission) {
-    let deadline = Instant::now() + shared.config.listen.handshake_timeout;
+    // The configuration in force when the connection arrived serves it to the end.
+    let state = shared.state();
+    let deadline = Instant::now() + state.config.listen.handshake_timeout;
     let _ = tcp.set_nodelay(true);
-    let tls = match timeout_at(deadline, shared.tls.accept(tcp)).await {
+    let tls = match timeout_at(deadline, state.tls.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => return debug!(%peer, %error, "TLS handshake failed"),
         Err(_) => return debug!(%peer, "TLS handshake timed out"),
@@ -285,10 +283,13 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
     let over_cap = matches!(admission, Admission::OverCap(_));
     let slot: Arc<Mutex<Option<Pending>>> = Arc::default();
     let service = {
-        let (shared, slot) = (shared.clone(), slot.clone());
+        let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
         service_fn(move |request| {
-            let (shared, slot) = (shared.clone(), slot.clone());
-            async move { Ok::<_, Infallible>(handle(&shared, request, peer, over_cap, &slot).await) }
+            let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
+            async move {
+                let answer = handle(&shared, &state, request, peer, over_cap, &slot).await;
+                Ok::<_, Infallible>(answer)
+            }
         })
     };
     let served = http1::Builder::new()
@@ -315,6 +316,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
 /// Answers the upgrade request: a refusal, the backend's own refusal, or a 101.
 async fn handle(
     shared: &Shared,
+    state: &State,
     mut request: Request<Incoming>,
     peer: SocketAddr,
     over_cap: bool,
@@ -322,11 +324,13 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let path = request.uri().path().to_owned();
-    let (response, metrics, result) = match route_and_open(shared, &request, peer, over_cap).await {
+    let (response, metrics, result) = match route_and_open(shared, state, &request, peer, over_cap)
+        .await
+    {
         Opened::Refused(entry, refusal) => {
             let metrics = entry
                 .as_ref()
-                .map_or(&shared.unrouted, |e| &e.metrics)
+                .map_or(&state.unrouted, |e| &e.metrics)
                 .clone();
             let route = entry.as_ref().map_or("", |e| e.route.name.as_str());
             match refusal {
@@ -359,6 +363,8 @@ async fn handle(
             key,
             principal,
             subject,
+            expires,
+            origin,
             marker_offered,
         }) => {
             // A browser that offered the marker needs a subprotocol in the 101; the token
@@ -376,6 +382,8 @@ async fn handle(
                     entry,
                     principal,
                     subject,
+                    expires,
+                    origin,
                     client,
                     backend: io,
                     started,
@@ -388,6 +396,8 @@ async fn handle(
     response
 }
 
+// One value per handshake, moved once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Opened {
     /// Refused by the proxy, with the route if one had matched.
     Refused(Option<Arc<RouteEntry>>, Refusal),
@@ -402,6 +412,10 @@ struct Admitted {
     key: HeaderValue,
     principal: Arc<Principal>,
     subject: Option<SubjectSlot>,
+    /// When the session must close (`None` with `on_expiry: ignore`).
+    expires: Option<Instant>,
+    /// The Origin it was admitted with, re-checked by reloads.
+    origin: Option<String>,
     /// The client offered the subprotocol marker (the token travelled that way).
     marker_offered: bool,
 }
@@ -409,6 +423,7 @@ struct Admitted {
 /// Cheap checks first, then the backend.
 async fn route_and_open(
     shared: &Shared,
+    state: &State,
     request: &Request<Incoming>,
     peer: SocketAddr,
     over_cap: bool,
@@ -424,10 +439,10 @@ async fn route_and_open(
         Err(refusal) => return Opened::Refused(None, refusal),
     };
     let path = request.uri().path();
-    let Some(entry) = shared.router.find(&upgrade.host, path) else {
+    let Some(entry) = state.router.find(&upgrade.host, path) else {
         return Opened::Refused(None, Refusal::NoRoute);
     };
-    match admit_and_open(shared, request, peer, entry, upgrade).await {
+    match admit_and_open(shared, state, request, peer, entry, upgrade).await {
         Ok(admitted) => Opened::Answered(admitted),
         Err(refusal) => Opened::Refused(Some(entry.clone()), refusal),
     }
@@ -436,6 +451,7 @@ async fn route_and_open(
 /// Origin -> token -> claims -> the backend, with every trace of the token removed.
 async fn admit_and_open(
     shared: &Shared,
+    state: &State,
     request: &Request<Incoming>,
     peer: SocketAddr,
     entry: &Arc<RouteEntry>,
@@ -444,7 +460,7 @@ async fn admit_and_open(
     let route = &entry.route;
     let auth = &route.auth;
     let headers = request.headers();
-    let trusted = &shared.config.trusted_proxies;
+    let trusted = &state.config.trusted_proxies;
     // Every handshake counts against its address, failed authentications included.
     let client = peer::client_ip(peer.ip(), headers, trusted);
     entry
@@ -459,11 +475,15 @@ async fn admit_and_open(
     let token = token::extract(auth, headers, query, &upgrade.protocols)
         .and_then(|token| token.ok_or(auth::Error::Missing))
         .map_err(Refusal::Auth)?;
-    let principal = shared
+    let principal = state
         .auth
         .verify(auth.provider, &token)
         .await
         .map_err(Refusal::Auth)?;
+    // Checked on every handshake, cached verification or not.
+    if shared.registry.is_revoked(&principal) {
+        return Err(Refusal::Auth(auth::Error::InvalidToken("revoked")));
+    }
     auth::check_claims(auth, &principal.claims).map_err(Refusal::Auth)?;
     let identity = auth::forward_headers(auth, &principal.claims).map_err(Refusal::Auth)?;
     // Tokens without `sub` are not capped per subject (there is nothing to count them by).
@@ -497,6 +517,22 @@ async fn admit_and_open(
         entry: entry.clone(),
         answer,
         key: upgrade.key,
+        expires: match auth.on_expiry {
+            OnExpiry::Close => {
+                let leeway = state
+                    .auth
+                    .stores
+                    .get(auth.provider)
+                    .map(|s| s.config.leeway)
+                    .unwrap_or_default();
+                Some(principal.expires_at(leeway))
+            }
+            OnExpiry::Ignore => None,
+        },
+        origin: headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .map(str::to_owned),
         principal,
         subject,
         marker_offered,
@@ -528,6 +564,8 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         entry,
         principal,
         subject,
+        expires,
+        origin,
         client,
         backend,
         started,
@@ -542,20 +580,19 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let backend =
         WebSocketStream::from_raw_socket(backend, Role::Client, Some(entry.websocket)).await;
     entry.metrics.active.inc();
-    let expires = match entry.route.auth.on_expiry {
-        OnExpiry::Close => {
-            let leeway = shared.auth.stores[entry.route.auth.provider].config.leeway;
-            Some(principal.expires_at(leeway))
-        }
-        OnExpiry::Ignore => None,
-    };
+    let registration = shared
+        .registry
+        .register(route, principal.clone(), peer, origin);
     let policy = relay::Policy {
         limits: MessageLimits::new(&entry.route.limits),
         timeouts: entry.route.timeouts,
         expires,
+        kicked: registration.kicked.clone(),
     };
     let outcome = relay::run(client, backend, &entry.metrics, &shared.draining, &policy).await;
-    // The subject's slot is free before the session stops counting as active.
+    // The session leaves the registry, and its subject slot is free, before it stops
+    // counting as active.
+    drop(registration);
     drop(subject);
     entry.metrics.active.dec();
     let lasted = started.elapsed();

@@ -62,8 +62,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { config } => match load(&config) {
-            Ok(loaded) => exit(run(loaded)),
+        Command::Run { config: path } => match load(&path) {
+            Ok(loaded) => exit(run(loaded, path)),
             Err(code) => code,
         },
         Command::Demo => exit(runtime().and_then(|rt| {
@@ -87,9 +87,24 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let server = Server::bind(config).await.context("while starting")?;
+        let server = Server::bind(config)
+            .await
+            .context("while starting")?
+            .with_source(path);
+        let reloader = server.reloader();
+        tokio::spawn(async move {
+            // SIGHUP: reload; a broken file is logged and the running configuration stays.
+            #[cfg(unix)]
+            if let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                while hangups.recv().await.is_some() {
+                    let _ = reloader.reload();
+                }
+            }
+        });
         server.run(shutdown_signal()).await;
         Ok(())
     })

@@ -121,6 +121,32 @@ pub struct Listen {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub address: SocketAddr,
+    /// Bearer token for `/admin/*`; without one every admin call is refused.
+    pub token: Option<Secret>,
+}
+
+/// A secret from the configuration: never printed, compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// Compares SHA-256 digests in constant time, so neither content nor length leaks.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use aws_lc_rs::digest::{SHA256, digest};
+        let ours = digest(&SHA256, self.0.as_bytes());
+        let theirs = digest(&SHA256, candidate);
+        aws_lc_rs::constant_time::verify_slices_are_equal(ours.as_ref(), theirs.as_ref()).is_ok()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]

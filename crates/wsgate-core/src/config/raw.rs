@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 /// A scalar with the place it was written.
 pub type Scalar = Spanned<String>;
-/// A key that the schema knows but that this version cannot honour yet.
-pub type Unsupported = Option<Spanned<IgnoredAny>>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +43,7 @@ pub struct Tls {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: Option<Scalar>,
-    pub token: Unsupported,
+    pub token: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use hyper::header::HeaderName;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::raw::{self, Scalar, Unsupported};
+use super::raw::{self, Scalar};
 use super::*;
 use crate::origin::Pattern;
 use crate::tls::{self, Identity};
@@ -158,18 +158,6 @@ impl Validator<'_> {
         section.as_ref()
     }
 
-    fn unsupported(&mut self, path: &str, key: &Unsupported, arrives_with: &str) {
-        if let Some(key) = key {
-            self.fail(
-                path,
-                &key.referenced,
-                format!(
-                    "not supported yet by this version of wsgate ({arrives_with}); remove the key"
-                ),
-            );
-        }
-    }
-
     fn root(&mut self, root: &raw::Root) -> Option<Config> {
         let top = Location::UNKNOWN;
         let trusted_proxies = root
@@ -266,9 +254,22 @@ impl Validator<'_> {
 
     fn admin(&mut self, admin: &Spanned<raw::Admin>) -> Option<Admin> {
         let a = &admin.value;
-        self.unsupported("admin.token", &a.token, "the admin API");
         let address = self.required("admin.address", &admin.referenced, &a.address, socket_addr);
-        Some(Admin { address: address? })
+        let token = a.token.as_ref().and_then(|token| {
+            // Validated without echoing the value: it is a secret.
+            let text = self.text("admin.token", token)?;
+            if text.len() < 16 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                let message =
+                    "must be at least 16 characters without spaces (the value is not shown)";
+                self.fail("admin.token", &token.referenced, message);
+                return None;
+            }
+            Some(Secret::new(text))
+        });
+        Some(Admin {
+            address: address?,
+            token,
+        })
     }
 
     fn routes(

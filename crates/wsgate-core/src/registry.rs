@@ -1,0 +1,233 @@
+//! Every live session, and the revocations that refuse tokens and subjects.
+//!
+//! A session registers once after its 101 and unregisters when its [`Registration`] drops;
+//! both take a short lock, per connection, never per message. Each session holds the
+//! receiving end of a `watch` channel: the admin API and reloads close it by sending a
+//! [`Kick`], which the relay sees as one more branch of its `select!`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::auth::Principal;
+
+/// Revocations of a subject without a `ttl` last this long.
+pub const DEFAULT_REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the proxy ends a session from outside the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Kick {
+    pub const REVOKED: Kick = Kick {
+        code: 4003,
+        reason: "revoked",
+    };
+    pub const GOING_AWAY: Kick = Kick {
+        code: 1001,
+        reason: "going away",
+    };
+}
+
+/// What the registry knows of a live session.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub route: String,
+    pub principal: Arc<Principal>,
+    pub peer: SocketAddr,
+    /// The `Origin` the session was admitted with, to re-check it after a reload.
+    pub origin: Option<String>,
+    pub since: SystemTime,
+    kick: watch::Sender<Option<Kick>>,
+}
+
+impl Session {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "route": self.route,
+            "sub": self.principal.sub,
+            "jti": self.principal.jti,
+            "peer": self.peer.to_string(),
+            "since": unix(self.since),
+            "expires": self.principal.exp,
+        })
+    }
+
+    fn kick(&self, kick: Kick) {
+        self.kick.send_replace(Some(kick));
+    }
+}
+
+/// A revoked subject or token id, refused until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: &'static str,
+    pub value: String,
+    pub until: SystemTime,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    /// `(kind, value)` -> refused until.
+    revoked: Mutex<HashMap<(&'static str, String), SystemTime>>,
+}
+
+/// A registered session; dropping it unregisters.
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub session: Arc<Session>,
+    pub kicked: watch::Receiver<Option<Kick>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.registry.sessions).remove(&self.session.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Registry {
+    pub fn register(
+        self: &Arc<Self>,
+        route: &str,
+        principal: Arc<Principal>,
+        peer: SocketAddr,
+        origin: Option<String>,
+    ) -> Registration {
+        let (kick, kicked) = watch::channel(None);
+        let session = Arc::new(Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            route: route.to_owned(),
+            principal,
+            peer,
+            origin,
+            since: SystemTime::now(),
+            kick,
+        });
+        lock(&self.sessions).insert(session.id, session.clone());
+        Registration {
+            registry: self.clone(),
+            session,
+            kicked,
+        }
+    }
+
+    /// Live sessions, optionally only those of `sub` and/or on `route`, oldest first.
+    pub fn list(&self, sub: Option<&str>, route: Option<&str>) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<Arc<Session>> = lock(&self.sessions)
+            .values()
+            .filter(|s| sub.is_none_or(|sub| s.principal.sub.as_deref() == Some(sub)))
+            .filter(|s| route.is_none_or(|route| s.route == route))
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| s.id);
+        sessions
+    }
+
+    /// Closes every session `select` picks with `kick`; returns how many.
+    pub fn kick(&self, select: impl Fn(&Session) -> bool, kick: Kick) -> usize {
+        let chosen: Vec<Arc<Session>> = lock(&self.sessions)
+            .values()
+            .filter(|s| select(s))
+            .cloned()
+            .collect();
+        for session in &chosen {
+            session.kick(kick);
+        }
+        chosen.len()
+    }
+
+    /// Refuses `kind` (`sub` or `jti`) `value` until `until`, and closes its live sessions.
+    pub fn revoke(&self, kind: &'static str, value: &str, until: SystemTime) -> usize {
+        lock(&self.revoked).insert((kind, value.to_owned()), until);
+        self.kick(|s| matches(s, kind, value), Kick::REVOKED)
+    }
+
+    /// The latest `exp` among live sessions carrying `kind` `value`.
+    pub fn latest_expiry(&self, kind: &'static str, value: &str) -> Option<SystemTime> {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| matches(s, kind, value))
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s.principal.exp))
+            .max()
+    }
+
+    /// True when the principal's subject or token id is revoked.
+    pub fn is_revoked(&self, principal: &Principal) -> bool {
+        let now = SystemTime::now();
+        let mut revoked = lock(&self.revoked);
+        revoked.retain(|_, until| *until > now);
+        let hit = |kind: &'static str, value: &Option<String>| {
+            value
+                .as_ref()
+                .is_some_and(|v| revoked.contains_key(&(kind, v.clone())))
+        };
+        hit("sub", &principal.sub) || hit("jti", &principal.jti)
+    }
+
+    pub fn revocations(&self) -> Vec<Revocation> {
+        let now = SystemTime::now();
+        let mut revoked = lock(&self.revoked);
+        revoked.retain(|_, until| *until > now);
+        let mut list: Vec<Revocation> = revoked
+            .iter()
+            .map(|((kind, value), until)| Revocation {
+                kind,
+                value: value.clone(),
+                until: *until,
+            })
+            .collect();
+        list.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+        list
+    }
+
+    /// Lifts a revocation; true when there was one.
+    pub fn lift(&self, kind: &'static str, value: &str) -> bool {
+        lock(&self.revoked)
+            .remove(&(kind, value.to_owned()))
+            .is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn matches(session: &Session, kind: &str, value: &str) -> bool {
+    let field = match kind {
+        "sub" => &session.principal.sub,
+        "jti" => &session.principal.jti,
+        _ => return false,
+    };
+    field.as_deref() == Some(value)
+}
+
+impl Revocation {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"kind": self.kind, "value": self.value, "until": unix(self.until)})
+    }
+}

@@ -1,0 +1,222 @@
+//! What a configuration becomes at run time (routes with their limiters and metric handles,
+//! providers with their keys, the TLS acceptor), and hot reload: a new file is validated
+//! completely, built into a new [`State`] and swapped in atomically (arc-swap), so handshakes
+//! never lock. Live sessions keep running, except exactly those the change concerns: a removed
+//! route closes its sessions with 1001, and a route whose policy would now refuse a session
+//! (its Origin, its claims, or its provider changed) closes it with 4003. Providers whose
+//! settings did not change keep their keys and their refresh task; routes whose limits did
+//! not change keep their limiter state.
+
+use std::sync::Arc;
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::auth::jwks::KeyStore;
+use crate::auth::{self, Authenticator};
+use crate::config::{Config, Route};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::ratelimit::{PerIp, Subjects};
+use crate::registry::{Kick, Session};
+use crate::router::Router;
+use crate::server::{Error, Shared};
+use crate::{origin, relay, tls};
+
+/// A route with what it needs at run time, built once per configuration.
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub route: Route,
+    pub metrics: RouteMetrics,
+    pub websocket: WebSocketConfig,
+    pub per_ip: Arc<PerIp>,
+    pub subjects: Arc<Subjects>,
+}
+
+impl AsRef<Route> for RouteEntry {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
+}
+
+/// One configuration, ready to serve.
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) router: Router<RouteEntry>,
+    pub(crate) unrouted: RouteMetrics,
+    pub(crate) tls: TlsAcceptor,
+    pub(crate) auth: Authenticator,
+    /// One per provider: stops its background refresh when a reload drops it.
+    refreshers: Vec<CancellationToken>,
+}
+
+impl State {
+    /// Builds the run-time state, reusing what `previous` already has for unchanged parts.
+    /// Spawns the refresh task of every provider that is new.
+    pub(crate) fn build(
+        config: Config,
+        metrics: &Arc<Metrics>,
+        previous: Option<&State>,
+        stopping: &CancellationToken,
+    ) -> Result<State, Error> {
+        let tls = TlsAcceptor::from(config.listen.tls.server_config()?);
+        if let Some(expiry) = config.listen.tls.chain.first().and_then(tls::not_after) {
+            metrics.set_cert_expiry(expiry);
+        }
+        let mut stores = Vec::new();
+        let mut refreshers = Vec::new();
+        for provider in &config.providers {
+            let reused = previous.and_then(|old| {
+                old.auth
+                    .stores
+                    .iter()
+                    .zip(&old.refreshers)
+                    .find(|(store, _)| store.config == *provider)
+            });
+            let (store, refresher) = match reused {
+                Some((store, refresher)) => (store.clone(), refresher.clone()),
+                None => {
+                    let store = KeyStore::new(provider.clone(), metrics.provider(&provider.name))
+                        .map_err(|source| Error::Provider {
+                        provider: provider.name.clone(),
+                        source,
+                    })?;
+                    let store = Arc::new(store);
+                    let refresher = stopping.child_token();
+                    // Keys are fetched in the background: until a provider has them, its
+                    // routes answer 503 and /readyz says not ready.
+                    tokio::spawn(store.clone().run(refresher.clone()));
+                    (store, refresher)
+                }
+            };
+            stores.push(store);
+            refreshers.push(refresher);
+        }
+        let router = Router::new(config.routes.iter().map(|route| {
+            let kept = previous
+                .and_then(|old| old.router.get(&route.name))
+                .filter(|old| old.route.limits == route.limits);
+            RouteEntry {
+                metrics: metrics.route(&route.name),
+                websocket: relay::websocket_config(route.limits.max_message_size),
+                per_ip: kept.map_or_else(
+                    || {
+                        Arc::new(PerIp::new(
+                            route.limits.handshake_rate_per_ip,
+                            route.limits.handshake_burst_per_ip,
+                        ))
+                    },
+                    |old| old.per_ip.clone(),
+                ),
+                subjects: kept.map_or_else(
+                    || Subjects::new(route.limits.max_connections_per_subject),
+                    |old| old.subjects.clone(),
+                ),
+                route: route.clone(),
+            }
+        }));
+        Ok(State {
+            router,
+            unrouted: metrics.route(""),
+            tls,
+            auth: Authenticator::new(stores),
+            refreshers,
+            config,
+        })
+    }
+
+    /// Would this state still admit `session`? (Same provider settings, Origin allowed,
+    /// claims sufficient.)
+    fn admits(&self, previous: &State, session: &Session) -> Option<bool> {
+        let entry = self.router.get(&session.route)?;
+        let old = previous.router.get(&session.route);
+        let provider =
+            |state: &State, route: &Route| state.config.providers.get(route.auth.provider).cloned();
+        let same_provider =
+            old.is_some_and(|old| provider(previous, &old.route) == provider(self, &entry.route));
+        let mut headers = HeaderMap::new();
+        if let Some(origin) = session
+            .origin
+            .as_deref()
+            .and_then(|o| HeaderValue::from_str(o).ok())
+        {
+            headers.insert(header::ORIGIN, origin);
+        }
+        let origin_ok = origin::check(&entry.route.origins, &headers).is_ok();
+        let claims_ok = auth::check_claims(&entry.route.auth, &session.principal.claims).is_ok();
+        Some(same_provider && origin_ok && claims_ok)
+    }
+}
+
+impl Shared {
+    /// Re-reads the configuration file and applies it; on any problem the running
+    /// configuration stays untouched.
+    pub(crate) fn reload(&self) -> Result<Value, Vec<String>> {
+        let Some(path) = &self.source else {
+            return Err(vec![
+                "wsgate was started without a configuration file".to_owned(),
+            ]);
+        };
+        let result = crate::config::Config::load(path)
+            .map_err(|error| match error {
+                crate::config::Error::Invalid(problems) => {
+                    problems.iter().map(ToString::to_string).collect()
+                }
+                other => vec![other.to_string()],
+            })
+            .and_then(|config| self.apply(config).map_err(|e| vec![e.to_string()]));
+        match &result {
+            Ok(summary) => {
+                self.metrics.config_reload("ok");
+                info!(%summary, "configuration reloaded");
+            }
+            Err(problems) => {
+                self.metrics.config_reload("error");
+                for problem in problems {
+                    error!(file = %path.display(), %problem, "reload refused; the running configuration stays");
+                }
+            }
+        }
+        result
+    }
+
+    /// Swaps in `config` and closes the sessions it no longer admits.
+    pub(crate) fn apply(&self, config: Config) -> Result<Value, Error> {
+        let old = self.state();
+        if config.listen.address != old.config.listen.address
+            || config.admin.address != old.config.admin.address
+        {
+            warn!("listen.address and admin.address changes take effect only after a restart");
+        }
+        let new = Arc::new(State::build(
+            config,
+            &self.metrics,
+            Some(&old),
+            &self.draining,
+        )?);
+        self.state.store(new.clone());
+        // Providers the new state does not use stop refreshing.
+        for (store, refresher) in old.auth.stores.iter().zip(&old.refreshers) {
+            if !new.auth.stores.iter().any(|kept| Arc::ptr_eq(kept, store)) {
+                refresher.cancel();
+            }
+        }
+        let (mut removed, mut revoked) = (0, 0);
+        for session in self.registry.list(None, None) {
+            match new.admits(&old, &session) {
+                None => removed += self.registry.kick(|s| s.id == session.id, Kick::GOING_AWAY),
+                Some(false) => revoked += self.registry.kick(|s| s.id == session.id, Kick::REVOKED),
+                Some(true) => {}
+            }
+        }
+        Ok(json!({
+            "routes": new.config.routes.len(),
+            "providers": new.config.providers.len(),
+            "closed_route_removed": removed,
+            "closed_policy_changed": revoked,
+        }))
+    }
+}
