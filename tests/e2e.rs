@@ -12,3 +12,4 @@ mod lifecycle;
 mod origins;
 mod refusals;
 mod relay;
+mod sessions;

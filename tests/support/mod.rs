@@ -349,6 +349,9 @@ pub struct TestProxy {
     pub jwks: JwksServer,
     /// A valid token for `alice`.
     pub token: String,
+    /// The configuration as written to `config_path` (rewrite it and reload to change it).
+    pub yaml: String,
+    pub config_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -358,6 +361,8 @@ pub struct TestProxy {
 pub struct Setup {
     /// Top-level YAML keys (such as `trusted_proxies`).
     pub top_extra: String,
+    /// Indented YAML added under `admin:` (such as `token`).
+    pub admin_extra: String,
     pub provider_extra: String,
     pub listen_extra: String,
     pub routes: String,
@@ -370,6 +375,7 @@ impl Default for Setup {
     fn default() -> Setup {
         Setup {
             top_extra: String::new(),
+            admin_extra: String::new(),
             provider_extra: String::new(),
             listen_extra: String::new(),
             routes: String::new(),
@@ -393,6 +399,7 @@ impl TestProxy {
     pub async fn start_full(setup: Setup) -> TestProxy {
         let Setup {
             top_extra,
+            admin_extra,
             provider_extra,
             listen_extra,
             routes,
@@ -404,16 +411,21 @@ impl TestProxy {
         let jwks = JwksServer::start(&jwks_keys).await;
         jwks.set_mode(jwks_mode);
         let yaml = format!(
-            "{top_extra}listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\n\
+            "{top_extra}listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n{listen_extra}admin:\n  address: 127.0.0.1:0\n{admin_extra}\
              providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {}\n    audiences: [{AUDIENCE}]\n    algorithms: [RS256, ES256]\n{provider_extra}\
              routes:\n{routes}",
             pki.cert_path.display(),
             pki.key_path.display(),
             jwks.url,
         );
-        let config = Config::parse(&yaml, pki.dir.path(), &|_| None)
+        let config_path = pki.dir.path().join("wsgate.yaml");
+        std::fs::write(&config_path, &yaml).expect("write config");
+        let config = Config::load(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
-        let server = Server::bind(config).await.expect("bind proxy");
+        let server = Server::bind(config)
+            .await
+            .expect("bind proxy")
+            .with_source(config_path.clone());
         let (addr, admin) = (server.local_addr(), server.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
@@ -423,6 +435,8 @@ impl TestProxy {
         let proxy = TestProxy {
             addr,
             admin,
+            yaml,
+            config_path,
             pki,
             jwks,
             token,
@@ -599,6 +613,33 @@ pub fn status(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// An admin API call with an optional bearer token and JSON body; returns status and body.
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut tcp = within(TcpStream::connect(admin)).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    within(tcp.read_to_end(&mut answer)).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status(&answer), body)
 }
 
 /// A plain HTTP/1.1 GET; returns status and body.

@@ -141,13 +141,30 @@ async fn sigterm_drains_sessions_with_1001_and_exits_0() {
     assert_eq!(next(&mut ws).await, Message::text("hello"));
 
     let pid = child.id().expect("pid").to_string();
-    assert!(
+    let signal = |name: &str| {
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([name, &pid])
             .status()
             .expect("kill")
             .success()
-    );
+    };
+    // SIGHUP with a broken file: logged, nothing changes, the session lives on.
+    std::fs::write(&path, "listen: [").expect("write");
+    assert!(signal("-HUP"));
+    within(async {
+        while let Some(line) = logs.next_line().await.expect("read log") {
+            if line.contains("reload refused") {
+                return;
+            }
+        }
+        panic!("no reload error logged");
+    })
+    .await;
+    ws.send(Message::text("after a bad reload"))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("after a bad reload"));
+    assert!(signal("-TERM"));
     assert_eq!(close_code(&mut ws).await, Some(1001));
     assert_eq!(backend.next_close().await, Some(1001));
     drop(ws);

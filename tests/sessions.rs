@@ -1,0 +1,372 @@
+//! Live session control: the admin API, revocation, hot reload, certificate rotation, and
+//! timers that leave nothing behind.
+
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+async fn start(routes: &str) -> TestProxy {
+    TestProxy::start_full(Setup {
+        routes: routes.to_owned(),
+        admin_extra: format!("  token: {ADMIN_TOKEN}\n"),
+        ..Setup::default()
+    })
+    .await
+}
+
+fn bearer(sub: &str, jti: &str) -> String {
+    let mut c = claims(sub);
+    c["jti"] = jti.into();
+    format!("Bearer {}", sign(&keys()[0], &c))
+}
+
+async fn open(
+    proxy: &TestProxy,
+    path: &str,
+    bearer: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    proxy
+        .connect_with(path, &[("authorization", bearer)])
+        .await
+        .expect("upgrade")
+        .0
+}
+
+async fn admin(proxy: &TestProxy, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (code, text) = admin_call(proxy.admin, method, path, Some(ADMIN_TOKEN), body).await;
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_token() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    for token in [
+        None,
+        Some("wrong-token-of-some-length"),
+        Some(&proxy.token[..]),
+    ] {
+        let (code, _) = admin_call(proxy.admin, "GET", "/admin/sessions", token, "").await;
+        assert_eq!(code, 401, "{token:?}");
+    }
+    assert_eq!(admin(&proxy, "GET", "/admin/sessions", "").await.0, 200);
+    proxy.shutdown().await;
+    // Without a configured token every admin call is refused.
+    let open_proxy = TestProxy::start(&backend.url()).await;
+    let (code, _) = admin_call(
+        open_proxy.admin,
+        "GET",
+        "/admin/sessions",
+        Some(ADMIN_TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(code, 401);
+    open_proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_filtered() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let a = open(&proxy, "/echo", &bearer("alice", "a-1")).await;
+    let b = open(&proxy, "/echo", &bearer("bob", "b-1")).await;
+    let (code, all) = admin(&proxy, "GET", "/admin/sessions", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    let (_, alice) = admin(&proxy, "GET", "/admin/sessions?sub=alice&route=echo", "").await;
+    let alice = alice.as_array().expect("array");
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0]["sub"], "alice");
+    assert_eq!(alice[0]["jti"], "a-1");
+    assert_eq!(alice[0]["route"], "echo");
+    assert!(
+        alice[0]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    );
+    assert!(alice[0]["expires"].as_u64().is_some_and(|e| e > now()));
+    drop((a, b));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_a_session_closes_only_it_with_4003() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let alice = bearer("alice", "a-1");
+    let mut first = open(&proxy, "/echo", &alice).await;
+    let mut second = open(&proxy, "/echo", &alice).await;
+    let (_, list) = admin(&proxy, "GET", "/admin/sessions", "").await;
+    let id = list[0]["id"].as_u64().expect("id");
+    let (code, answer) = admin(
+        &proxy,
+        "POST",
+        "/admin/revoke",
+        &format!(r#"{{"session": {id}}}"#),
+    )
+    .await;
+    assert_eq!((code, answer["closed"].as_u64()), (200, Some(1)));
+    assert_eq!(close_code(&mut first).await, Some(4003));
+    second
+        .send(Message::text("still here"))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut second).await, Message::text("still here"));
+    // A session revocation does not refuse the token.
+    let third = open(&proxy, "/echo", &alice).await;
+    drop((first, second, third));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_a_subject_closes_its_sessions_and_refuses_it_until_lifted() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let alice = bearer("alice", "a-1");
+    let mut a1 = open(&proxy, "/echo", &alice).await;
+    let mut a2 = open(&proxy, "/echo", &bearer("alice", "a-2")).await;
+    let mut bob = open(&proxy, "/echo", &bearer("bob", "b-1")).await;
+    let (code, answer) = admin(
+        &proxy,
+        "POST",
+        "/admin/revoke",
+        r#"{"sub": "alice", "ttl": "1h"}"#,
+    )
+    .await;
+    assert_eq!((code, answer["closed"].as_u64()), (200, Some(2)));
+    assert_eq!(close_code(&mut a1).await, Some(4003));
+    assert_eq!(close_code(&mut a2).await, Some(4003));
+    bob.send(Message::text("unaffected")).await.expect("send");
+    assert_eq!(next(&mut bob).await, Message::text("unaffected"));
+    // The token was verified (and cached) before; the revocation still refuses it.
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("Authorization: {alice}\r\n"),
+        ))
+        .await;
+    assert_eq!(status(&answer), 401, "{answer}");
+    assert!(answer.contains("revoked"), "{answer}");
+    let (_, list) = admin(&proxy, "GET", "/admin/revocations", "").await;
+    assert_eq!(list[0]["kind"], "sub");
+    assert_eq!(list[0]["value"], "alice");
+    assert!(
+        list[0]["until"].as_u64().is_some_and(|u| u > now() + 3000),
+        "{list}"
+    );
+    let (code, lifted) = admin(&proxy, "DELETE", "/admin/revocations?sub=alice", "").await;
+    assert_eq!((code, lifted["lifted"].as_bool()), (200, Some(true)));
+    let again = open(&proxy, "/echo", &alice).await;
+    drop((a1, a2, bob, again));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_a_token_id_refuses_that_token_only() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let stolen = bearer("alice", "stolen");
+    let mut victim = open(&proxy, "/echo", &stolen).await;
+    let (code, answer) = admin(&proxy, "POST", "/admin/revoke", r#"{"jti": "stolen"}"#).await;
+    assert_eq!((code, answer["closed"].as_u64()), (200, Some(1)));
+    assert_eq!(close_code(&mut victim).await, Some(4003));
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("Authorization: {stolen}\r\n"),
+        ))
+        .await;
+    assert_eq!(status(&answer), 401, "{answer}");
+    // Alice's other tokens still work.
+    let fresh = open(&proxy, "/echo", &bearer("alice", "fresh")).await;
+    let (code, _) = admin(&proxy, "POST", "/admin/revoke", r#"{"nothing": 1}"#).await;
+    assert_eq!(code, 400);
+    drop((victim, fresh));
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_closes_total{route="echo",code="4003"}"#,
+        1.0,
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_running_configuration() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let mut session = open(&proxy, "/echo", &bearer("alice", "a-1")).await;
+    std::fs::write(
+        &proxy.config_path,
+        proxy.yaml.replace("path: /echo", "path: echo"),
+    )
+    .expect("write");
+    let (code, answer) = admin(&proxy, "POST", "/admin/reload", "").await;
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer["error"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("routes[0].match.path")),
+        "{answer}"
+    );
+    // Old configuration still serves old and new sessions.
+    session.send(Message::text("still")).await.expect("send");
+    assert_eq!(next(&mut session).await, Message::text("still"));
+    let other = open(&proxy, "/echo", &bearer("bob", "b-1")).await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"wsgate_config_reloads_total{result="error"}"#),
+        1.0,
+        "{metrics}"
+    );
+    drop((session, other));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_closes_exactly_the_sessions_it_concerns() {
+    let backend = EchoBackend::start(&[]).await;
+    let routes = format!(
+        "{}  - name: shared\n    match:\n      path: /shared\n    backend: {url}\n    auth:\n      provider: test\n    origins:\n      allow: [https://a.example, https://b.example]\n",
+        route("doomed", "/doomed", &backend.url()),
+        url = backend.url()
+    );
+    let proxy = start(&routes).await;
+    let jwks_before = proxy.jwks.requests();
+    let mut doomed = open(&proxy, "/doomed", &bearer("alice", "d")).await;
+    let (mut from_a, _) = proxy
+        .connect_with(
+            "/shared",
+            &[
+                ("authorization", &bearer("alice", "a")),
+                ("origin", "https://a.example"),
+            ],
+        )
+        .await
+        .expect("upgrade");
+    let (mut from_b, _) = proxy
+        .connect_with(
+            "/shared",
+            &[
+                ("authorization", &bearer("bob", "b")),
+                ("origin", "https://b.example"),
+            ],
+        )
+        .await
+        .expect("upgrade");
+    // The new file drops /doomed and no longer allows b.example.
+    let shared_only = format!(
+        "  - name: shared\n    match:\n      path: /shared\n    backend: {}\n    auth:\n      provider: test\n    origins:\n      allow: [https://a.example]\n",
+        backend.url()
+    );
+    let start = proxy.yaml.find("routes:\n").expect("routes") + "routes:\n".len();
+    std::fs::write(
+        &proxy.config_path,
+        format!("{}{shared_only}", &proxy.yaml[..start]),
+    )
+    .expect("write");
+    let (code, answer) = admin(&proxy, "POST", "/admin/reload", "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["closed_route_removed"], 1, "{answer}");
+    assert_eq!(answer["closed_policy_changed"], 1, "{answer}");
+    assert_eq!(close_code(&mut doomed).await, Some(1001));
+    assert_eq!(close_code(&mut from_b).await, Some(4003));
+    from_a.send(Message::text("kept")).await.expect("send");
+    assert_eq!(next(&mut from_a).await, Message::text("kept"));
+    // New handshakes use the new file at once; the unchanged provider kept its keys.
+    let answer = proxy
+        .raw(&upgrade_request("/doomed", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    assert_eq!(
+        proxy.jwks.requests(),
+        jwks_before,
+        "no refetch for an unchanged provider"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(&metrics, r#"wsgate_config_reloads_total{result="ok"}"#),
+        1.0,
+        "{metrics}"
+    );
+    drop((doomed, from_a, from_b));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_serves_new_clients_while_old_sessions_stay() {
+    let backend = EchoBackend::start(&[]).await;
+    let mut proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let metrics = proxy.metrics().await;
+    assert!(
+        sample(&metrics, "wsgate_tls_cert_expiry_seconds") > 86_400.0,
+        "{metrics}"
+    );
+    let mut old_session = open(&proxy, "/echo", &bearer("alice", "a")).await;
+    // Rotation swaps the files (a new CA, so old and new are told apart), then reloads.
+    let rotated = Pki::new();
+    std::fs::copy(&rotated.cert_path, &proxy.pki.cert_path).expect("cert");
+    std::fs::copy(&rotated.key_path, &proxy.pki.key_path).expect("key");
+    let (code, answer) = admin(&proxy, "POST", "/admin/reload", "").await;
+    assert_eq!(code, 200, "{answer}");
+    old_session.send(Message::text("old")).await.expect("send");
+    assert_eq!(next(&mut old_session).await, Message::text("old"));
+    // A client that trusts only the new CA gets through.
+    let old_pki = std::mem::replace(&mut proxy.pki, rotated);
+    let fresh = open(&proxy, "/echo", &bearer("bob", "b")).await;
+    // A broken pair (the configured key file overwritten) keeps the current certificate.
+    std::fs::write(&old_pki.key_path, "not a key").expect("write");
+    let (code, _) = admin(&proxy, "POST", "/admin/reload", "").await;
+    assert_eq!(code, 422);
+    let another = open(&proxy, "/echo", &bearer("carol", "c")).await;
+    drop((old_session, fresh, another, old_pki));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_sessions_with_staggered_expiry_leave_no_tasks_behind() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start_full(Setup {
+        provider_extra: "    leeway: 0s\n".to_owned(),
+        // 300 handshakes from one address: lift the per-IP rate out of the way.
+        routes: route("echo", "/echo", &backend.url())
+            + "    limits:\n      handshake_rate_per_ip: 10000/s\n      handshake_burst_per_ip: 10000\n",
+        ..Setup::default()
+    })
+    .await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let baseline = runtime.num_alive_tasks();
+    let mut sessions = Vec::new();
+    for i in 0..300u64 {
+        let mut c = claims(&format!("user-{i}"));
+        c["exp"] = (now() + 2 + i % 3).into();
+        let bearer = format!("Bearer {}", sign(&keys()[0], &c));
+        sessions.push(open(&proxy, "/echo", &bearer).await);
+    }
+    // Half close early; the rest run into their expiry.
+    let mut expiring = Vec::new();
+    for (i, ws) in sessions.into_iter().enumerate() {
+        if i % 2 == 0 {
+            drop(ws);
+        } else {
+            expiring.push(ws);
+        }
+    }
+    for ws in &mut expiring {
+        assert_eq!(close_code(ws).await, Some(4001));
+    }
+    drop(expiring);
+    wait_for_sample(&proxy, r#"wsgate_connections_active{route="echo"}"#, 0.0).await;
+    within(async {
+        while runtime.num_alive_tasks() > baseline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    proxy.shutdown().await;
+}
