@@ -370,3 +370,29 @@ async fn many_sessions_with_staggered_expiry_leave_no_tasks_behind() {
     .await;
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_without_a_signal() {
+    let backend = EchoBackend::start(&[]).await;
+    let routes = format!(
+        "{}{}",
+        route("kept", "/kept", &backend.url()),
+        route("gone", "/gone", &backend.url())
+    );
+    let proxy = TestProxy::start_full(Setup {
+        routes,
+        watch: true,
+        ..Setup::default()
+    })
+    .await;
+    let mut gone = open(&proxy, "/gone", &bearer("alice", "g")).await;
+    let cut = proxy.yaml.find("  - name: gone").expect("route");
+    std::fs::write(&proxy.config_path, &proxy.yaml[..cut]).expect("write");
+    // The watcher debounces, then reloads: the removed route's session is closed.
+    assert_eq!(close_code(&mut gone).await, Some(1001));
+    wait_for_sample(&proxy, r#"wsgate_config_reloads_total{result="ok"}"#, 1.0).await;
+    let answer = proxy.raw(&upgrade_request("/gone", &proxy.bearer())).await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    drop(gone);
+    proxy.shutdown().await;
+}

@@ -363,6 +363,8 @@ pub struct Setup {
     pub top_extra: String,
     /// Indented YAML added under `admin:` (such as `token`).
     pub admin_extra: String,
+    /// Reload when the configuration or certificate files change.
+    pub watch: bool,
     pub provider_extra: String,
     pub listen_extra: String,
     pub routes: String,
@@ -376,6 +378,7 @@ impl Default for Setup {
         Setup {
             top_extra: String::new(),
             admin_extra: String::new(),
+            watch: false,
             provider_extra: String::new(),
             listen_extra: String::new(),
             routes: String::new(),
@@ -400,6 +403,7 @@ impl TestProxy {
         let Setup {
             top_extra,
             admin_extra,
+            watch,
             provider_extra,
             listen_extra,
             routes,
@@ -426,6 +430,7 @@ impl TestProxy {
             .await
             .expect("bind proxy")
             .with_source(config_path.clone());
+        let server = if watch { server.watching() } else { server };
         let (addr, admin) = (server.local_addr(), server.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {

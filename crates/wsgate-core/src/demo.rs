@@ -53,6 +53,7 @@ pub fn self_signed() -> Result<SelfSigned, rcgen::Error> {
         identity: Identity {
             chain: vec![cert.der().clone()],
             key,
+            files: None,
         },
     })
 }

@@ -36,6 +36,7 @@ pub mod router;
 pub mod server;
 mod state;
 pub mod tls;
+mod watch;
 
 mod admin;
 

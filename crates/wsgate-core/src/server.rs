@@ -108,6 +108,8 @@ impl Reloader {
 /// The proxy, bound and ready to run.
 pub struct Server {
     shared: Arc<Shared>,
+    /// Reload when the configuration or certificate files change.
+    watch: bool,
     listener: TcpListener,
     admin: TcpListener,
 }
@@ -142,6 +144,7 @@ impl Server {
         };
         Ok(Server {
             shared: Arc::new(shared),
+            watch: false,
             listener,
             admin,
         })
@@ -152,6 +155,12 @@ impl Server {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.source = Some(path);
         }
+        self
+    }
+
+    /// Also reload when the configuration file or the certificate files change.
+    pub fn watching(mut self) -> Server {
+        self.watch = true;
         self
     }
 
@@ -176,9 +185,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let Server {
             shared,
+            watch,
             listener,
             admin,
         } = self;
+        if watch {
+            tokio::spawn(crate::watch::run(shared.clone()));
+        }
         info!(
             address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             admin = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),

@@ -32,6 +32,8 @@ pub enum Error {
 pub struct Identity {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// The certificate and key files it was read from (watched for rotation).
+    pub files: Option<(PathBuf, PathBuf)>,
 }
 
 impl fmt::Debug for Identity {
@@ -45,7 +47,8 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     /// Reads the chain and the key, and checks that they can serve together.
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, Error> {
+    pub fn from_pem_files(cert: &Path, key_path: &Path) -> Result<Identity, Error> {
+        let key = key_path;
         let cert_error = |source| Error::Cert {
             path: cert.to_owned(),
             source,
@@ -63,7 +66,11 @@ impl Identity {
             path: key.to_owned(),
             source,
         })?;
-        let identity = Identity { chain, key };
+        let identity = Identity {
+            chain,
+            key,
+            files: Some((cert.to_owned(), key_path.to_owned())),
+        };
         identity.server_config()?;
         Ok(identity)
     }

@@ -92,7 +92,8 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         let server = Server::bind(config)
             .await
             .context("while starting")?
-            .with_source(path);
+            .with_source(path)
+            .watching();
         let reloader = server.reloader();
         tokio::spawn(async move {
             // SIGHUP: reload; a broken file is logged and the running configuration stays.
