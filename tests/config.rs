@@ -36,10 +36,13 @@ fn the_example_parses() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
             .expect("example");
-    let config =
-        Config::parse(&example, pki.dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::parse(&example, pki.dir.path(), &|name| {
+        (name == "WSGATE_ADMIN_TOKEN").then(|| "an-admin-token-for-tests".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.routes.len(), 2);
     assert_eq!(config.providers.len(), 1);
+    assert!(config.admin.token.is_some());
     assert_eq!(
         config.listen.handshake_timeout,
         std::time::Duration::from_secs(10)
@@ -260,6 +263,11 @@ fn bad_snippets_name_their_path_and_line() {
             "  - name: corp\n    issuer: https://id.example.com/\n",
             "  - name: corp\n",
             "providers[0].issuer (line 17): is required",
+        ),
+        (
+            "address: 127.0.0.1:0\nroutes",
+            "address: 127.0.0.1:0\n  token: short\nroutes",
+            "admin.token (line 8): must be at least 16 characters without spaces (the value is not shown)",
         ),
     ];
     for (from, to, expected) in table {
