@@ -446,6 +446,13 @@ async fn the_attack_list_is_refused_before_the_backend() {
     proxy.shutdown().await;
 }
 
+/// A bearer header value for alice's token expiring at `exp`.
+fn expiring_at(exp: u64) -> String {
+    let mut c = claims("alice");
+    c["exp"] = json!(exp);
+    format!("Bearer {}", sign(&keys()[0], &c))
+}
+
 fn base64_std(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -485,12 +492,7 @@ async fn a_session_closes_with_4001_when_its_token_expires() {
     })
     .await;
     let exp = now() + 2;
-    let token = sign(&keys()[0], &{
-        let mut c = claims("alice");
-        c["exp"] = json!(exp);
-        c
-    });
-    let bearer = format!("Bearer {token}");
+    let bearer = expiring_at(exp);
     let (mut ws, _) = proxy
         .connect_with("/echo", &[("authorization", &bearer)])
         .await
@@ -535,12 +537,7 @@ async fn on_expiry_ignore_keeps_the_session_past_exp() {
     })
     .await;
     let exp = now() + 1;
-    let token = sign(&keys()[0], &{
-        let mut c = claims("alice");
-        c["exp"] = json!(exp);
-        c
-    });
-    let bearer = format!("Bearer {token}");
+    let bearer = expiring_at(exp);
     let (mut ws, _) = proxy
         .connect_with("/echo", &[("authorization", &bearer)])
         .await

@@ -158,14 +158,58 @@ impl Validator<'_> {
         section.as_ref()
     }
 
+    /// Every entry parsed; `None` (each problem reported) when any entry fails.
+    fn list<T>(
+        &mut self,
+        path: &str,
+        list: &Spanned<Vec<Scalar>>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let parsed: Vec<T> = list
+            .value
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.value(&format!("{path}[{i}]"), item, &parse))
+            .collect();
+        (parsed.len() == list.value.len()).then_some(parsed)
+    }
+
+    /// A list that may not be empty; absent, it takes `default` (or is reported as required).
+    fn non_empty_list<T>(
+        &mut self,
+        path: &str,
+        parent: &Location,
+        list: &Option<Spanned<Vec<Scalar>>>,
+        default: Option<Vec<T>>,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        match list {
+            None if default.is_none() => {
+                self.fail(path, parent, "is required");
+                None
+            }
+            None => default,
+            Some(list) if list.value.is_empty() => {
+                self.fail(
+                    path,
+                    &list.referenced,
+                    format!("must list at least one {what}"),
+                );
+                None
+            }
+            Some(list) => self.list(path, list, parse),
+        }
+    }
+
     fn root(&mut self, root: &raw::Root) -> Option<Config> {
         let top = Location::UNKNOWN;
-        let trusted_proxies = root
-            .trusted_proxies
-            .iter()
-            .flat_map(|list| list.value.iter().enumerate())
-            .filter_map(|(i, cidr)| self.value(&format!("trusted_proxies[{i}]"), cidr, parse_cidr))
-            .collect();
+        let trusted_proxies = match &root.trusted_proxies {
+            Some(list) => self
+                .list("trusted_proxies", list, parse_cidr)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let listen = self
             .section("listen", &top, &root.listen)
             .and_then(|listen| self.listen(listen));
@@ -499,53 +543,22 @@ impl Validator<'_> {
         let name = self.required(&field("name"), at, &p.name, route_name);
         let issuer = self.required(&field("issuer"), at, &p.issuer, non_empty);
         let jwks_url = self.required(&field("jwks_url"), at, &p.jwks_url, jwks_url);
-        let audiences = match &p.audiences {
-            Some(list) if !list.value.is_empty() => {
-                let parsed: Vec<_> = list
-                    .value
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, a)| {
-                        self.value(&format!("{path}.audiences[{i}]"), a, non_empty)
-                    })
-                    .collect();
-                (parsed.len() == list.value.len()).then_some(parsed)
-            }
-            Some(list) => {
-                self.fail(
-                    &field("audiences"),
-                    &list.referenced,
-                    "must list at least one audience",
-                );
-                None
-            }
-            None => {
-                self.fail(&field("audiences"), at, "is required");
-                None
-            }
-        };
-        let algorithms = match &p.algorithms {
-            None => Some(DEFAULT_ALGORITHMS.to_vec()),
-            Some(list) if list.value.is_empty() => {
-                self.fail(
-                    &field("algorithms"),
-                    &list.referenced,
-                    "must list at least one algorithm",
-                );
-                None
-            }
-            Some(list) => {
-                let parsed: Vec<_> = list
-                    .value
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, a)| {
-                        self.value(&format!("{path}.algorithms[{i}]"), a, algorithm)
-                    })
-                    .collect();
-                (parsed.len() == list.value.len()).then_some(parsed)
-            }
-        };
+        let audiences = self.non_empty_list(
+            &field("audiences"),
+            at,
+            &p.audiences,
+            None,
+            "audience",
+            non_empty,
+        );
+        let algorithms = self.non_empty_list(
+            &field("algorithms"),
+            at,
+            &p.algorithms,
+            Some(DEFAULT_ALGORITHMS.to_vec()),
+            "algorithm",
+            algorithm,
+        );
         let leeway = self.optional(&field("leeway"), &p.leeway, DEFAULT_LEEWAY, units::duration);
         let refresh_interval = self.optional(
             &field("refresh_interval"),
@@ -605,28 +618,14 @@ impl Validator<'_> {
                 .position(|p| p == name)
                 .ok_or_else(|| format!("no provider is named so (known: {})", providers.join(", ")))
         });
-        let token_from = match &a.token_from {
-            None => Some(DEFAULT_TOKEN_FROM.to_vec()),
-            Some(list) if list.value.is_empty() => {
-                self.fail(
-                    &field("token_from"),
-                    &list.referenced,
-                    "must list at least one transport",
-                );
-                None
-            }
-            Some(list) => {
-                let parsed: Vec<_> = list
-                    .value
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, t)| {
-                        self.value(&format!("{path}.token_from[{i}]"), t, transport)
-                    })
-                    .collect();
-                (parsed.len() == list.value.len()).then_some(parsed)
-            }
-        };
+        let token_from = self.non_empty_list(
+            &field("token_from"),
+            at,
+            &a.token_from,
+            Some(DEFAULT_TOKEN_FROM.to_vec()),
+            "transport",
+            transport,
+        );
         let query_param = self.optional(
             &field("query_param"),
             &a.query_param,
@@ -715,14 +714,7 @@ impl Validator<'_> {
                     );
                     return None;
                 };
-                let patterns: Vec<Pattern> = allow
-                    .value
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, o)| {
-                        self.value(&format!("{path}.allow[{i}]"), o, Pattern::parse)
-                    })
-                    .collect();
+                let patterns = self.list(&format!("{path}.allow"), allow, Pattern::parse);
                 if allow.value.is_empty() && !allow_missing {
                     self.fail(
                         &format!("{path}.allow"),
@@ -730,7 +722,7 @@ impl Validator<'_> {
                         "allows nothing: list origins",
                     );
                 }
-                (patterns.len() == allow.value.len()).then_some(Origins::Allow {
+                patterns.map(|patterns| Origins::Allow {
                     patterns,
                     allow_missing,
                 })
