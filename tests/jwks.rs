@@ -207,3 +207,47 @@ async fn keys_older_than_max_stale_are_dropped() {
     assert_eq!(status(&answer), 503, "{answer}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_private_identity_provider_is_trusted_through_ca_file_only() {
+    let idp = Pki::new();
+    let jwks = JwksServer::start_tls(&keys()[..1], idp.server_config()).await;
+    let provider = |extra: &str| {
+        format!(
+            "providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {}\n    audiences: [{AUDIENCE}]\n{extra}",
+            jwks.url
+        )
+    };
+    let base = |pki: &Pki, providers: String| {
+        format!(
+            "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\nadmin:\n  address: 127.0.0.1:0\n{providers}routes: []\n",
+            pki.cert_path.display(),
+            pki.key_path.display()
+        )
+    };
+    let metrics = Metrics::new();
+    // Without ca_file the private CA is not trusted: the fetch fails.
+    let pki = Pki::new();
+    let config = Config::parse(&base(&pki, provider("")), pki.dir.path(), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let untrusting =
+        KeyStore::new(config.providers[0].clone(), metrics.provider("test")).expect("store");
+    assert!(
+        !untrusting.refresh().await,
+        "an unknown CA must not be trusted"
+    );
+    // With ca_file it is, and tokens verify.
+    let with_ca = provider(&format!("    ca_file: {}\n", idp.ca_path.display()));
+    let config = Config::parse(&base(&pki, with_ca), pki.dir.path(), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = Arc::new(
+        KeyStore::new(config.providers[0].clone(), metrics.provider("test")).expect("store"),
+    );
+    assert!(store.refresh().await, "the configured CA is trusted");
+    let auth = Authenticator::new(vec![store]);
+    assert!(
+        auth.verify(0, &sign(&keys()[0], &claims("alice")))
+            .await
+            .is_ok()
+    );
+}

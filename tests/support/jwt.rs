@@ -175,8 +175,21 @@ impl Drop for JwksServer {
 
 impl JwksServer {
     pub async fn start(keys: &[TestKey]) -> JwksServer {
+        JwksServer::serve(keys, None).await
+    }
+
+    /// The same over HTTPS, with a certificate from `tls` (for `ca_file` tests).
+    pub async fn start_tls(keys: &[TestKey], tls: Arc<rustls::ServerConfig>) -> JwksServer {
+        JwksServer::serve(keys, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(keys: &[TestKey], tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
-        let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!(
+            "{scheme}://{}/jwks.json",
+            listener.local_addr().expect("addr")
+        );
         let state = Arc::new(Mutex::new(State {
             keys: keys.to_vec(),
             mode: Mode::Serve,
@@ -185,39 +198,19 @@ impl JwksServer {
         let (task_state, count) = (state.clone(), requests.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut tcp, _)) = listener.accept().await else {
+                let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (state, count) = (task_state.clone(), count.clone());
+                let (state, count, tls) = (task_state.clone(), count.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tcp.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                answer(stream, &state, &count).await;
+                            }
                         }
+                        None => answer(tcp, &state, &count).await,
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let (mode, body) = {
-                        let state = state.lock().expect("lock");
-                        let jwks = json!({"keys": state.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
-                        (state.mode.clone(), jwks.to_string())
-                    };
-                    let answer = match mode {
-                        Mode::Serve => response(200, "application/json", &body),
-                        Mode::Status(code) => response(code, "text/plain", "nope"),
-                        Mode::Html => response(200, "text/html", "<html><body>login</body></html>"),
-                        Mode::NotJson => response(200, "application/json", "{\"keys\": [ {\"kty\": "),
-                        Mode::Huge => response(200, "application/json", &format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20))),
-                        Mode::Hang => {
-                            std::future::pending::<()>().await;
-                            return;
-                        }
-                        Mode::RedirectAway => "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:1/jwks.json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
-                    };
-                    let _ = tcp.write_all(answer.as_bytes()).await;
-                    let _ = tcp.shutdown().await;
                 });
             }
         });
@@ -240,6 +233,38 @@ impl JwksServer {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+}
+
+/// Reads one request head and answers as the current mode says.
+async fn answer<S>(mut stream: S, state: &Mutex<State>, count: &AtomicUsize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    count.fetch_add(1, Ordering::SeqCst);
+    let (mode, body) = {
+        let state = state.lock().expect("lock");
+        let jwks = json!({"keys": state.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+        (state.mode.clone(), jwks.to_string())
+    };
+    let answer = match mode {
+        Mode::Serve => response(200, "application/json", &body),
+        Mode::Status(code) => response(code, "text/plain", "nope"),
+        Mode::Html => response(200, "text/html", "<html><body>login</body></html>"),
+        Mode::NotJson => response(200, "application/json", "{\"keys\": [ {\"kty\": "),
+        Mode::Huge => response(200, "application/json", &format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20))),
+        Mode::Hang => return std::future::pending::<()>().await,
+        Mode::RedirectAway => "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:1/jwks.json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+    };
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 fn response(status: u16, content_type: &str, body: &str) -> String {

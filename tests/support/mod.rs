@@ -42,6 +42,8 @@ pub async fn within<F: Future>(future: F) -> F::Output {
 pub struct Pki {
     pub dir: tempfile::TempDir,
     pub ca: CertificateDer<'static>,
+    /// The CA certificate alone, as PEM.
+    pub ca_path: PathBuf,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
 }
@@ -62,12 +64,22 @@ impl Pki {
         let key_path = dir.path().join("server.key");
         std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).expect("write cert");
         std::fs::write(&key_path, leaf_key.serialize_pem()).expect("write key");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).expect("write ca");
         Pki {
+            ca_path,
             ca: ca.der().clone(),
             dir,
             cert_path,
             key_path,
         }
+    }
+
+    /// A TLS server configuration with this PKI's certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        wsgate_core::tls::Identity::from_pem_files(&self.cert_path, &self.key_path)
+            .and_then(|identity| identity.server_config())
+            .expect("server config")
     }
 
     /// A TLS client configuration that trusts this CA.
