@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod forwarding;
 mod jwks;
+mod leakage;
 mod lifecycle;
 mod origins;
 mod refusals;
