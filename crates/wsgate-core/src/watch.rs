@@ -20,10 +20,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let Some(config) = shared.source.clone() else {
         return;
     };
-    let (events, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (events, mut changed) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = events.send(());
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = events.send(event.paths);
         }
     });
     let mut watcher = match watcher {
@@ -34,7 +36,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     };
     let mut watched: Vec<PathBuf> = Vec::new();
     loop {
-        let dirs = directories(&shared, &config);
+        let files = files(&shared, &config);
+        let dirs = directories(&files);
         if dirs != watched {
             for dir in &watched {
                 let _ = watcher.unwatch(dir.as_path());
@@ -46,9 +49,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             watched = dirs;
         }
-        tokio::select! {
-            event = changed.recv() => if event.is_none() { return },
-            () = shared.draining.cancelled() => return,
+        // Only our files count: other files in the same directories (logs, editors' swap
+        // files) must not trigger reloads, let alone a loop of them.
+        loop {
+            tokio::select! {
+                event = changed.recv() => match event {
+                    Some(paths) if concerns(&paths, &files) => break,
+                    Some(_) => {}
+                    None => return,
+                },
+                () = shared.draining.cancelled() => return,
+            }
         }
         // Let a burst of events (write, rename, chmod) settle.
         loop {
@@ -62,14 +73,28 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// The directories of the configuration file and of the certificate and key in use.
-fn directories(shared: &Shared, config: &Path) -> Vec<PathBuf> {
+/// The configuration file and the certificate and key in use.
+fn files(shared: &Shared, config: &Path) -> Vec<PathBuf> {
     let state = shared.state();
     let mut files = vec![config.to_path_buf()];
     if let Some((cert, key)) = &state.config.listen.tls.files {
         files.push(cert.clone());
         files.push(key.clone());
     }
+    files
+}
+
+/// True when an event touches one of `files`, or Kubernetes' `..data` symlink that a
+/// ConfigMap or Secret update swaps.
+fn concerns(paths: &[PathBuf], files: &[PathBuf]) -> bool {
+    paths.iter().any(|path| {
+        let name = path.file_name();
+        name.is_some_and(|n| n == "..data") || files.iter().any(|file| file.file_name() == name)
+    })
+}
+
+/// The directories to watch for `files`.
+fn directories(files: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = files
         .iter()
         .map(|file| match file.parent() {
@@ -80,4 +105,30 @@ fn directories(shared: &Shared, config: &Path) -> Vec<PathBuf> {
     dirs.sort();
     dirs.dedup();
     dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_files_and_kubernetes_swaps_concern_us() {
+        let files = [
+            PathBuf::from("/etc/wsgate/wsgate.yaml"),
+            PathBuf::from("/etc/wsgate/certs/tls.crt"),
+        ];
+        let event = |p: &str| vec![PathBuf::from(p)];
+        assert!(concerns(&event("/etc/wsgate/wsgate.yaml"), &files));
+        assert!(concerns(&event("/etc/wsgate/certs/tls.crt"), &files));
+        assert!(concerns(&event("/etc/wsgate/..data"), &files));
+        assert!(!concerns(&event("/etc/wsgate/wsgate.log"), &files));
+        assert!(!concerns(&event("/etc/wsgate/.wsgate.yaml.swp"), &files));
+        assert_eq!(
+            directories(&files),
+            [
+                PathBuf::from("/etc/wsgate"),
+                PathBuf::from("/etc/wsgate/certs")
+            ]
+        );
+    }
 }
