@@ -380,3 +380,32 @@ Or with curl:
         issuer_port = issuer.port(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_files_are_written_once_and_then_kept() {
+        let dir = std::env::temp_dir().join(format!("wsgate-self-signed-{}", std::process::id()));
+        write_self_signed(&dir).expect("first write");
+        let cert = std::fs::read_to_string(dir.join("server.crt")).expect("cert");
+        let key = std::fs::read_to_string(dir.join("server.key")).expect("key");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+        assert!(key.contains("PRIVATE KEY-----"), "{key}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("server.key"))
+                .expect("meta")
+                .permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600);
+        }
+        write_self_signed(&dir).expect("second write");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("server.crt")).expect("cert"),
+            cert
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
