@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::config::units;
+use crate::exposition;
 use crate::handshake::plain;
 use crate::registry::{DEFAULT_REVOCATION_TTL, Kick};
 use crate::server::Shared;
@@ -86,13 +87,19 @@ async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
                 let age = store.current().map(|keys| keys.fetched.elapsed());
                 store.metrics.set_age(age);
             }
-            let mut response = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            let open_metrics = request
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .any(|value| value.to_str().is_ok_and(exposition::wants_open_metrics));
+            let (text, content_type) = match shared.metrics.encode() {
+                text if open_metrics => (text, exposition::OPEN_METRICS),
+                text => (exposition::classic(&text), exposition::CLASSIC),
+            };
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
         "/healthz" => plain(StatusCode::OK, "ok"),

@@ -45,8 +45,7 @@ pub struct SelfSigned {
 }
 
 pub fn self_signed() -> Result<SelfSigned, rcgen::Error> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(names)?;
+    let rcgen::CertifiedKey { cert, signing_key } = generate()?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
     Ok(SelfSigned {
         cert_pem: cert.pem(),
@@ -56,6 +55,44 @@ pub fn self_signed() -> Result<SelfSigned, rcgen::Error> {
             files: None,
         },
     })
+}
+
+fn generate() -> Result<rcgen::CertifiedKey<rcgen::KeyPair>, rcgen::Error> {
+    rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+}
+
+/// Writes a fresh [`self_signed`] pair as `server.crt` and `server.key` into `dir`, unless
+/// both already exist (a restarted stack keeps the certificate the browser accepted).
+pub fn write_self_signed(dir: &Path) -> Result<(), Error> {
+    let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+    if cert_path.is_file() && key_path.is_file() {
+        tracing::info!(dir = %dir.display(), "kept the existing server.crt and server.key");
+        return Ok(());
+    }
+    let rcgen::CertifiedKey { cert, signing_key } = generate()?;
+    std::fs::create_dir_all(dir)?;
+    let mut key = std::fs::OpenOptions::new();
+    key.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut key, 0o600);
+    std::io::Write::write_all(
+        &mut key.open(&key_path)?,
+        signing_key.serialize_pem().as_bytes(),
+    )?;
+    std::fs::write(&cert_path, cert.pem())?;
+    tracing::info!(dir = %dir.display(), "wrote a self-signed server.crt and server.key for localhost");
+    Ok(())
+}
+
+/// `wsgate echo`: the [`echo_backend`] on `listen` until `shutdown` completes.
+pub async fn echo(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "WebSocket echo backend (plain ws://)");
+    tokio::select! {
+        () = echo_backend(listener) => {}
+        () = shutdown => {}
+    }
+    Ok(())
 }
 
 /// A WebSocket echo server: text and binary come back as they were; closes are answered.
@@ -342,4 +379,33 @@ Or with curl:
 ",
         issuer_port = issuer.port(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_files_are_written_once_and_then_kept() {
+        let dir = std::env::temp_dir().join(format!("wsgate-self-signed-{}", std::process::id()));
+        write_self_signed(&dir).expect("first write");
+        let cert = std::fs::read_to_string(dir.join("server.crt")).expect("cert");
+        let key = std::fs::read_to_string(dir.join("server.key")).expect("key");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+        assert!(key.contains("PRIVATE KEY-----"), "{key}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("server.key"))
+                .expect("meta")
+                .permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600);
+        }
+        write_self_signed(&dir).expect("second write");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("server.crt")).expect("cert"),
+            cert
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -5,6 +5,7 @@
 //! it hands a token to anyone who asks.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +30,17 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the issuer key")]
-pub struct Error;
+pub enum Error {
+    #[error("cannot create the issuer key")]
+    Key,
+    #[error("cannot sign a token")]
+    Sign,
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
 
 /// The issuer's key and identity.
 pub struct DevIssuer {
@@ -45,13 +55,13 @@ impl DevIssuer {
     pub fn generate(issuer: &str, audience: &str) -> Result<DevIssuer, Error> {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| Error)?;
+            .map_err(|_| Error::Key)?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
-            .map_err(|_| Error)?;
+            .map_err(|_| Error::Key)?;
         // Uncompressed point: 0x04 || x || y.
         let point = pair.public_key().as_ref();
         if point.len() != 65 {
-            return Err(Error);
+            return Err(Error::Key);
         }
         let kid = URL_SAFE_NO_PAD.encode(&point[1..9]);
         let jwks = serde_json::json!({
@@ -79,7 +89,7 @@ impl DevIssuer {
     pub fn token(&self, sub: &str, ttl: Duration) -> Result<String, Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error)?
+            .map_err(|_| Error::Sign)?
             .as_secs();
         let claims = serde_json::json!({
             "iss": self.issuer, "aud": self.audience, "sub": sub,
@@ -89,7 +99,7 @@ impl DevIssuer {
         });
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| Error)
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| Error::Sign)
     }
 
     /// Serves the JWKS, the token endpoint and `page` (HTML) until the task is dropped.
@@ -163,6 +173,34 @@ fn body(content_type: &'static str, text: String) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// `wsgate issuer`: a fresh key for `issuer` and `audience`, served on `listen` until
+/// `shutdown` completes. The page opens `ws_url` (the proxy route in front of an echo backend).
+pub async fn run(
+    listen: SocketAddr,
+    issuer: &str,
+    audience: &str,
+    ws_url: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let dev = Arc::new(DevIssuer::generate(issuer, audience)?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Bind {
+            address: listen,
+            source,
+        })?;
+    let address = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%address, issuer, audience, "dev token issuer: /.well-known/jwks.json, /token, /");
+    if !address.ip().is_loopback() {
+        tracing::warn!(%address, "the dev issuer signs a token for anyone who reaches it");
+    }
+    tokio::select! {
+        () = dev.serve(listener, Arc::from(page(ws_url))) => {}
+        () = shutdown => {}
+    }
+    Ok(())
 }
 
 /// The demo page: get a token, open `wss_url` with `["bearer", token]`, echo what is typed.

@@ -11,7 +11,8 @@
 //! - [`router`]: host and path-prefix routing.
 //! - [`backend`]: the proxy's own upgrade request to the plain `ws://` backend.
 //! - [`relay`]: the live session, frames in both directions and close handling.
-//! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`; `exposition`
+//!   serves them as OpenMetrics to Prometheus and in the classic text format to anyone else.
 //! - [`auth`]: token transports, JWKS providers, JWT verification and claim rules.
 //! - [`origin`]: Origin allowlists.
 //! - [`peer`]: the client address, `trusted_proxies` and `X-Forwarded-For`.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod demo;
+mod exposition;
 pub mod handshake;
 pub mod issuer;
 pub mod metrics;

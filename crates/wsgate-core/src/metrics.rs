@@ -208,6 +208,13 @@ impl Metrics {
             "wsgate version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        // Counters that start at zero are visible before their first event, so dashboards and
+        // alerts (`increase(...) > 0`) see that event instead of a series appearing at 1.
+        for result in ["ok", "error"] {
+            metrics
+                .config_reloads
+                .get_or_create_owned(&OutcomeLabel { result });
+        }
         Metrics {
             registry,
             ..metrics
@@ -226,6 +233,22 @@ impl Metrics {
         let label = RouteLabel {
             route: route.clone(),
         };
+        if !name.is_empty() {
+            for kind in RATE_LIMIT_KINDS {
+                let labels = KindLabels {
+                    route: route.clone(),
+                    kind,
+                };
+                self.rate_limited.get_or_create_owned(&labels);
+            }
+            for kind in BACKEND_ERROR_KINDS {
+                let labels = KindLabels {
+                    route: route.clone(),
+                    kind,
+                };
+                self.backend_errors.get_or_create_owned(&labels);
+            }
+        }
         RouteMetrics {
             active: self.connections_active.get_or_create_owned(&label),
             messages_up: direction(&self.messages, UP),
@@ -283,6 +306,19 @@ impl Metrics {
         text
     }
 }
+
+/// `rate_limited_total{kind}` values, shown at zero for every route from the start: the
+/// per-IP handshake rate and per-subject cap (`handshake::Refusal::RateLimited`), and the
+/// message and byte rates (`ratelimit::Exceeded::kind`).
+const RATE_LIMIT_KINDS: [&str; 4] = ["handshake", "subject", "message", "bytes"];
+/// `backend_errors_total{kind}` values, shown at zero for every route from the start: the
+/// backend refusals (`handshake::Refusal::result`) and a backend's non-101 answer.
+const BACKEND_ERROR_KINDS: [&str; 4] = [
+    "backend_refused",
+    "backend_timeout",
+    "backend_invalid",
+    "backend_status",
+];
 
 const UP: &str = "client_to_backend";
 const DOWN: &str = "backend_to_client";

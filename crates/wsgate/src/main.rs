@@ -1,51 +1,23 @@
 //! The `wsgate` binary: command line, logging, signals and exit codes. Everything the proxy
 //! does lives in `wsgate-core`.
 
+mod cli;
+mod signals;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wsgate_core::config::{self, Config};
-use wsgate_core::{Server, demo};
+use wsgate_core::{Server, demo, issuer};
+
+use cli::{Cli, Command, LogFormat};
 
 /// Exit code for a configuration that does not validate (EX_USAGE-like, as `sysexits.h`'s
 /// EX_USAGE is 64).
 const EXIT_BAD_CONFIG: u8 = 64;
-
-/// A TLS-terminating, authenticating reverse proxy for WebSockets.
-#[derive(Parser)]
-#[command(name = "wsgate", version)]
-struct Cli {
-    /// Log format on standard error.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the proxy with a routing file.
-    Run {
-        #[arg(short, long, env = "WSGATE_CONFIG")]
-        config: PathBuf,
-    },
-    /// Validate a routing file, print every problem with its path and line; exit 0 or 64.
-    Check {
-        #[arg(short, long, env = "WSGATE_CONFIG")]
-        config: PathBuf,
-    },
-    /// Run an embedded demo on loopback: proxy, echo backend and a self-signed certificate.
-    Demo,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,11 +38,34 @@ fn main() -> ExitCode {
             Ok(loaded) => exit(run(loaded, path)),
             Err(code) => code,
         },
-        Command::Demo => exit(runtime().and_then(|rt| {
-            rt.block_on(demo::run(shutdown_signal()))
-                .context("while running the demo")
-        })),
+        Command::Demo => until_signal("the demo", demo::run(signals::shutdown())),
+        Command::Issuer {
+            listen,
+            issuer: iss,
+            audience,
+            ws_url,
+        } => until_signal(
+            "the issuer",
+            issuer::run(listen, &iss, &audience, &ws_url, signals::shutdown()),
+        ),
+        Command::Echo { listen } => {
+            until_signal("the echo backend", demo::echo(listen, signals::shutdown()))
+        }
+        Command::SelfSigned { dir } => {
+            exit(demo::write_self_signed(&dir).context("while writing the certificate"))
+        }
     }
+}
+
+/// Runs a long-lived subcommand until it fails or a shutdown signal ends it.
+fn until_signal<E>(what: &str, task: impl Future<Output = Result<(), E>>) -> ExitCode
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    exit(runtime().and_then(|rt| {
+        rt.block_on(task)
+            .with_context(|| format!("while running {what}"))
+    }))
 }
 
 /// Loads the file, printing every problem as `file: path (line N): message`.
@@ -94,19 +89,8 @@ fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             .context("while starting")?
             .with_source(path)
             .watching();
-        let reloader = server.reloader();
-        tokio::spawn(async move {
-            // SIGHUP: reload; a broken file is logged and the running configuration stays.
-            #[cfg(unix)]
-            if let Ok(mut hangups) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            {
-                while hangups.recv().await.is_some() {
-                    let _ = reloader.reload();
-                }
-            }
-        });
-        server.run(shutdown_signal()).await;
+        tokio::spawn(signals::reload_on_hangup(server.reloader()));
+        server.run(signals::shutdown()).await;
         Ok(())
     })
 }
@@ -126,30 +110,6 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown signal received");
 }
 
 fn init_logging(format: LogFormat) {
