@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tools=target/deploy-tools
-bin=target/debug/wsgate
+target=${CARGO_TARGET_DIR:-target}
+tools=$target/deploy-tools
+bin=$target/debug/wsgate
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
