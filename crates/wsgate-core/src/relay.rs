@@ -40,8 +40,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const STALLED_CLOSE: Duration = Duration::from_millis(200);
 /// Batch writes up to this much before writing to the socket.
 const WRITE_BATCH: usize = 16 * 1024;
-/// tungstenite's read buffer is allocated eagerly per connection; its default is 128 KiB.
-const READ_BUFFER: usize = 8 * 1024;
+/// tungstenite's read buffer is allocated eagerly per connection (default 128 KiB) and zero-filled
+/// on every read: 4 KiB keeps an idle session at about 25 KiB (measured: 32.7 KiB with 8 KiB).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// The close code recorded when a peer vanished without a close frame (never sent on the wire).
 pub const ABNORMAL: u16 = 1006;
