@@ -513,11 +513,7 @@ impl TestProxy {
     }
 
     pub async fn tls(&self) -> TlsStream<TcpStream> {
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
-        let name = ServerName::try_from("localhost").expect("name");
-        within(tokio_rustls::TlsConnector::from(self.pki.client_config()).connect(name, tcp))
-            .await
-            .expect("TLS handshake")
+        tls_connect(self.addr, &self.pki).await
     }
 
     /// Opens a WSS session to `path` with extra request headers.
@@ -532,17 +528,7 @@ impl TestProxy {
         ),
         WsError,
     > {
-        let url = format!("wss://localhost:{}{path}", self.addr.port());
-        let mut request = url.into_client_request().expect("request");
-        for (name, value) in headers {
-            request.headers_mut().append(
-                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
-                    .expect("name"),
-                HeaderValue::from_str(value).expect("value"),
-            );
-        }
-        let tls = self.tls().await;
-        within(tokio_tungstenite::client_async(request, tls)).await
+        wss_connect(self.addr, &self.pki, path, headers).await
     }
 
     /// A WSS session with the valid token in the Authorization header.

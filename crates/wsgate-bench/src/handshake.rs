@@ -37,12 +37,7 @@ pub async fn run(
     let work = futures_util::future::join_all(loops);
     let (results, cpu) = window::measure(tree, window, work).await;
 
-    let mut samples = Samples::default();
-    for result in results {
-        let (loop_samples, errors) = result?;
-        samples.extend(loop_samples);
-        record.errors += errors;
-    }
+    let samples = Samples::gather(results, &mut record.errors)?;
     let count = samples.len();
     let seconds = match plan {
         Plan::Timed { .. } => window.seconds(),

@@ -30,6 +30,14 @@ pub fn write(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         (KEY, key.serialize_pem()),
         (BUNDLE, chain + &key.serialize_pem()),
     ];
+    write_files(dir, files)
+}
+
+/// Writes each `(name, text)` under `dir`; returns the paths written.
+pub fn write_files(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'static str, String)>,
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);

@@ -97,6 +97,20 @@ impl Samples {
         self.0.extend(other.0);
     }
 
+    /// Joins the loops' samples, adding their error counts to `errors`.
+    pub fn gather<I>(results: I, errors: &mut u64) -> Result<Samples, tokio::task::JoinError>
+    where
+        I: IntoIterator<Item = Result<(Samples, u64), tokio::task::JoinError>>,
+    {
+        let mut samples = Samples::default();
+        for result in results {
+            let (loop_samples, loop_errors) = result?;
+            samples.extend(loop_samples);
+            *errors += loop_errors;
+        }
+        Ok(samples)
+    }
+
     pub fn len(&self) -> u64 {
         self.0.len() as u64
     }

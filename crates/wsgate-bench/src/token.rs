@@ -138,13 +138,7 @@ pub fn write_keys(dir: &Path, kid: &str) -> anyhow::Result<Vec<PathBuf>> {
         (PUBLIC_PEM, pair.public_key_pem()),
         (JWKS_JSON, serde_json::to_string_pretty(&jwks)? + "\n"),
     ];
-    let mut written = Vec::new();
-    for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("while writing {}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
+    crate::pki::write_files(dir, files)
 }
 
 fn rsa_key(path: &Path) -> anyhow::Result<EncodingKey> {

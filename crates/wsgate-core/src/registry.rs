@@ -79,8 +79,30 @@ pub struct Revocation {
 pub struct Registry {
     next_id: AtomicU64,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
-    /// `(kind, value)` -> refused until.
-    revoked: Mutex<HashMap<(&'static str, String), SystemTime>>,
+    revoked: Mutex<Revoked>,
+}
+
+/// Revoked subjects and token ids -> refused until. Two maps so that the per-handshake
+/// check looks up a `&str` without allocating.
+#[derive(Debug, Default)]
+struct Revoked {
+    sub: HashMap<String, SystemTime>,
+    jti: HashMap<String, SystemTime>,
+}
+
+impl Revoked {
+    fn kind(&mut self, kind: &str) -> Option<&mut HashMap<String, SystemTime>> {
+        match kind {
+            "sub" => Some(&mut self.sub),
+            "jti" => Some(&mut self.jti),
+            _ => None,
+        }
+    }
+
+    fn prune(&mut self, now: SystemTime) {
+        self.sub.retain(|_, until| *until > now);
+        self.jti.retain(|_, until| *until > now);
+    }
 }
 
 /// A registered session; dropping it unregisters.
@@ -159,7 +181,13 @@ impl Registry {
 
     /// Refuses `kind` (`sub` or `jti`) `value` until `until`, and closes its live sessions.
     pub fn revoke(&self, kind: &'static str, value: &str, until: SystemTime) -> usize {
-        lock(&self.revoked).insert((kind, value.to_owned()), until);
+        {
+            let mut revoked = lock(&self.revoked);
+            revoked.prune(SystemTime::now());
+            if let Some(map) = revoked.kind(kind) {
+                map.insert(value.to_owned(), until);
+            }
+        }
         self.kick(|s| matches(s, kind, value), Kick::REVOKED)
     }
 
@@ -172,31 +200,34 @@ impl Registry {
             .max()
     }
 
-    /// True when the principal's subject or token id is revoked.
+    /// True when the principal's subject or token id is revoked (checked on every handshake:
+    /// two look-ups, no allocation, no pruning).
     pub fn is_revoked(&self, principal: &Principal) -> bool {
         let now = SystemTime::now();
-        let mut revoked = lock(&self.revoked);
-        revoked.retain(|_, until| *until > now);
-        let hit = |kind: &'static str, value: &Option<String>| {
+        let revoked = lock(&self.revoked);
+        let hit = |map: &HashMap<String, SystemTime>, value: &Option<String>| {
             value
-                .as_ref()
-                .is_some_and(|v| revoked.contains_key(&(kind, v.clone())))
+                .as_deref()
+                .and_then(|v| map.get(v))
+                .is_some_and(|until| *until > now)
         };
-        hit("sub", &principal.sub) || hit("jti", &principal.jti)
+        hit(&revoked.sub, &principal.sub) || hit(&revoked.jti, &principal.jti)
     }
 
     pub fn revocations(&self) -> Vec<Revocation> {
-        let now = SystemTime::now();
         let mut revoked = lock(&self.revoked);
-        revoked.retain(|_, until| *until > now);
-        let mut list: Vec<Revocation> = revoked
-            .iter()
-            .map(|((kind, value), until)| Revocation {
-                kind,
-                value: value.clone(),
-                until: *until,
-            })
-            .collect();
+        revoked.prune(SystemTime::now());
+        let entries = |kind: &'static str, map: &HashMap<String, SystemTime>| {
+            map.iter()
+                .map(|(value, until)| Revocation {
+                    kind,
+                    value: value.clone(),
+                    until: *until,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut list = entries("sub", &revoked.sub);
+        list.extend(entries("jti", &revoked.jti));
         list.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
         list
     }
@@ -204,8 +235,8 @@ impl Registry {
     /// Lifts a revocation; true when there was one.
     pub fn lift(&self, kind: &'static str, value: &str) -> bool {
         lock(&self.revoked)
-            .remove(&(kind, value.to_owned()))
-            .is_some()
+            .kind(kind)
+            .is_some_and(|map| map.remove(value).is_some())
     }
 
     pub fn len(&self) -> usize {
