@@ -294,13 +294,20 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
         Err(_) => return debug!(%peer, "TLS handshake timed out"),
     };
     let over_cap = matches!(admission, Admission::OverCap(_));
+    // The host the client asked for in the TLS handshake, if it sent one (IP literals have none).
+    let server_name: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
     let slot: Arc<Mutex<Option<Pending>>> = Arc::default();
     let service = {
         let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
         service_fn(move |request| {
             let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
+            let client = Client {
+                peer,
+                server_name: server_name.clone(),
+                over_cap,
+            };
             async move {
-                let answer = handle(&shared, &state, request, peer, over_cap, &slot).await;
+                let answer = handle(&shared, &state, request, &client, &slot).await;
                 Ok::<_, Infallible>(answer)
             }
         })
@@ -326,20 +333,27 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
     drop(admission);
 }
 
+/// What the connection knows of its client before the request.
+struct Client {
+    peer: SocketAddr,
+    /// The TLS server name (SNI) the client sent.
+    server_name: Option<Arc<str>>,
+    /// Admitted over `listen.max_connections`: every request gets 503.
+    over_cap: bool,
+}
+
 /// Answers the upgrade request: a refusal, the backend's own refusal, or a 101.
 async fn handle(
     shared: &Shared,
     state: &State,
     mut request: Request<Incoming>,
-    peer: SocketAddr,
-    over_cap: bool,
+    client: &Client,
     slot: &Mutex<Option<Pending>>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let peer = client.peer;
     let path = request.uri().path().to_owned();
-    let (response, metrics, result) = match route_and_open(shared, state, &request, peer, over_cap)
-        .await
-    {
+    let (response, metrics, result) = match route_and_open(shared, state, &request, client).await {
         Opened::Refused(entry, refusal) => {
             let metrics = entry
                 .as_ref()
@@ -438,10 +452,9 @@ async fn route_and_open(
     shared: &Shared,
     state: &State,
     request: &Request<Incoming>,
-    peer: SocketAddr,
-    over_cap: bool,
+    client: &Client,
 ) -> Opened {
-    if over_cap {
+    if client.over_cap {
         return Opened::Refused(None, Refusal::Overloaded);
     }
     if shared.draining.is_cancelled() {
@@ -451,11 +464,15 @@ async fn route_and_open(
         Ok(upgrade) => upgrade,
         Err(refusal) => return Opened::Refused(None, refusal),
     };
+    // A connection set up for one host must not be used to reach another (RFC 9110 7.4).
+    if !handshake::matches_server_name(client.server_name.as_deref(), &upgrade.host) {
+        return Opened::Refused(None, Refusal::Misdirected);
+    }
     let path = request.uri().path();
     let Some(entry) = state.router.find(&upgrade.host, path) else {
         return Opened::Refused(None, Refusal::NoRoute);
     };
-    match admit_and_open(shared, state, request, peer, entry, upgrade).await {
+    match admit_and_open(shared, state, request, client.peer, entry, upgrade).await {
         Ok(admitted) => Opened::Answered(admitted),
         Err(refusal) => Opened::Refused(Some(entry.clone()), refusal),
     }
