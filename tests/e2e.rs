@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod attack_http;
 mod auth;
 mod config;
 mod forwarding;
