@@ -4,6 +4,8 @@
 mod support;
 
 mod admission;
+mod attack_http;
+mod attack_tls;
 mod auth;
 mod config;
 mod forwarding;

@@ -543,20 +543,7 @@ impl TestProxy {
     /// Sends raw bytes over TLS and returns what the proxy answers: everything until it
     /// closes, or just the head of a 101 (the session then stays open).
     pub async fn raw(&self, request: &[u8]) -> String {
-        let mut tls = self.tls().await;
-        tls.write_all(request).await.expect("write");
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match within(tls.read(&mut buf)).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-            if answer.starts_with(b"HTTP/1.1 101 ") && answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&answer).into_owned()
+        exchange(&mut self.tls().await, request).await
     }
 
     /// The Prometheus exposition from the admin listener.
@@ -567,11 +554,41 @@ impl TestProxy {
 
 /// A TLS connection to a proxy whose certificate `pki` issued.
 pub async fn tls_connect(addr: SocketAddr, pki: &Pki) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
+    tls_connect_as(addr, pki, name).await
+}
+
+/// A TLS connection that names `name` to the proxy (an IP address sends no SNI).
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    pki: &Pki,
+    name: ServerName<'static>,
+) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
     within(tokio_rustls::TlsConnector::from(pki.client_config()).connect(name, tcp))
         .await
         .expect("TLS handshake")
+}
+
+/// Sends raw bytes on `stream` and returns what comes back: everything until the peer closes
+/// (or resets), or just the head of a 101 (the session then stays open).
+pub async fn exchange<S>(stream: &mut S, request: &[u8]) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match within(stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        if answer.starts_with(b"HTTP/1.1 101 ") && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A WSS session to `path` on `addr`, with extra request headers.
@@ -802,4 +819,53 @@ pub async fn wait_for_sample(proxy: &TestProxy, series: &str, value: f64) {
         }
     })
     .await;
+}
+
+/// Collects everything a tracing subscriber writes.
+#[derive(Clone, Default)]
+pub struct LogCapture(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps a [`LogCapture`] subscribed; dropping it ends the capture.
+pub struct LogGuard {
+    _default: tracing::subscriber::DefaultGuard,
+    _bystander: tracing::Dispatch,
+}
+
+impl LogCapture {
+    /// Captures every event at TRACE, as text without colours, on this thread until the guard
+    /// drops (so the test must run on a `current_thread` runtime for the proxy's tasks to log
+    /// here too).
+    pub fn start() -> (LogCapture, LogGuard) {
+        // tracing-core caches each call site's interest. While only one dispatcher exists it
+        // asks the *registering thread's* default, so a call site first reached by a test on
+        // another thread (no subscriber) would be cached as "never" and vanish from this
+        // capture. A second live dispatcher makes it ask every dispatcher instead.
+        let bystander = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = LogGuard {
+            _default: tracing::subscriber::set_default(subscriber),
+            _bystander: bystander,
+        };
+        (capture, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
 }
