@@ -343,7 +343,7 @@ where
             self.first = Some(First::Stalled);
             self.close_by = Some(now + CLOSE_TIMEOUT);
             self.down.dst_dead = true;
-            self.down.mode = Mode::Discard;
+            self.down.discard();
             self.up.mode = Mode::Done;
             self.up.own_close(1001, "going away");
         } else if self
@@ -404,7 +404,7 @@ where
                 self.begin(First::Up(stop));
                 self.up.own_close(1001, "going away");
                 self.down.dst_dead = true;
-                self.down.mode = Mode::Discard;
+                self.down.discard();
             }
             Stop::Violated(violation) => {
                 self.begin(First::Up(stop));
@@ -416,7 +416,7 @@ where
                 self.begin(First::Up(stop));
                 self.down.own_close(1014, "bad gateway");
                 self.down.until_boundary();
-                self.up.mode = Mode::Discard;
+                self.up.discard();
             }
             Stop::Limited => self.proxy_close(First::Up(stop)),
         }
@@ -442,15 +442,13 @@ where
                 } else {
                     self.up.dst_dead = true;
                 }
-                if self.up.mode == Mode::Forward {
-                    self.up.mode = Mode::Discard;
-                }
+                self.up.discard();
             }
             Stop::SinkFailed => {
                 self.begin(First::Down(stop));
                 self.up.mode = Mode::Done;
                 self.up.own_close(1001, "going away");
-                self.down.mode = Mode::Discard;
+                self.down.discard();
             }
             Stop::Limited => {}
         }
@@ -629,6 +627,13 @@ impl Pump {
         let mask = self.to_backend.then(mask_key);
         let (payload, len) = frame::close_payload(code, reason);
         self.own = Some(Own::new(Opcode::Close, &payload[..len], mask, true));
+    }
+
+    /// Reads on only to find the source's close frame (unless finished with already).
+    fn discard(&mut self) {
+        if matches!(self.mode, Mode::Forward | Mode::ToBoundary) {
+            self.mode = Mode::Discard;
+        }
     }
 
     fn until_boundary(&mut self) {
