@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+
 use crate::support::*;
 
 /// Collects everything written by the subscriber.
@@ -29,11 +32,13 @@ impl Write for Capture {
 async fn tokens_never_reach_logs_metrics_or_bodies() {
     let capture = Capture::default();
     let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    // The suite-wide capture's filter: the tests' own WebSocket clients trace their requests.
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_filter(leak::filter()),
+    );
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let backend = EchoBackend::start(&[]).await;
@@ -116,4 +121,29 @@ async fn tokens_never_reach_logs_metrics_or_bodies() {
             "the backend saw the token"
         );
     }
+}
+
+/// The suite-wide check (`support::leak`) sees the proxy's own log lines: a unique path is
+/// registered as a canary, and the access log of its 404 must have been scanned by the time
+/// the answer arrives (the proxy logs a refusal before it answers).
+#[tokio::test]
+async fn the_suite_wide_capture_scans_the_proxys_log_lines() {
+    let backend = RawBackend::start(None).await;
+    let proxy = TestProxy::start(&format!("ws://{}/", backend.addr)).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let canary = format!("canary-{nanos:024}");
+    leak::register_canary(&canary);
+    let answer = proxy
+        .raw(&upgrade_request(&format!("/nowhere/{canary}"), ""))
+        .await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    assert!(
+        leak::canary_seen("logs", &canary),
+        "the access log line of the refusal was not scanned"
+    );
+    assert_eq!(backend.connections(), 0);
+    proxy.shutdown().await;
 }
