@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod attack_jwt;
 mod auth;
 mod config;
 mod forwarding;
