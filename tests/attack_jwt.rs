@@ -340,6 +340,9 @@ async fn stripped_and_tampered_signatures_are_refused() {
     flipped[17] ^= 0x01;
     let flipped = URL_SAFE_NO_PAD.encode(&flipped);
     let standard = STANDARD.encode(URL_SAFE_NO_PAD.decode(signature).expect("base64url"));
+    // Re-encoded, so the text stays canonical base64url whatever the signature's bits.
+    let short = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    let short = URL_SAFE_NO_PAD.encode(&short[..short.len() - 3]);
     let attacks = [
         (
             "stripped, trailing dot",
@@ -367,9 +370,9 @@ async fn stripped_and_tampered_signatures_are_refused() {
             "bad_signature",
         ),
         (
-            "signature cut short",
-            format!("{header}.{payload}.{}", &signature[..signature.len() - 4]),
-            "malformed",
+            "signature three bytes short",
+            format!("{header}.{payload}.{short}"),
+            "bad_signature",
         ),
         (
             "signature doubled",
