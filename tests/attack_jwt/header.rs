@@ -82,6 +82,9 @@ async fn header_supplied_keys_are_never_used_or_fetched() {
         )
         .await;
     assert_eq!(lure.connections(), 0, "a header-supplied URL was fetched");
+    // The count is real: a connection made now is seen.
+    let _probe = std::net::TcpStream::connect(lure.0.local_addr().expect("addr")).expect("connect");
+    assert_eq!(lure.connections(), 1, "the lure counts connections");
     arena.finish().await;
 }
 
