@@ -3,7 +3,8 @@
 //!
 //! The algorithm comes from the provider's allowlist and the key, never from trust in the
 //! token header: `none`, HS*, an algorithm the key was not published for, header-supplied
-//! keys (`jwk`, `jku`, `x5u`, `x5c`: never fetched) and `crit` extensions are refused.
+//! keys (`jwk`, `jku`, `x5u`, `x5c`: never fetched), `crit` extensions, JSON that repeats a
+//! member name, and `exp`/`nbf` that are not whole seconds are refused.
 //! Malformed tokens are refused before any signature work. Verified tokens are cached by a
 //! SHA-256 of provider and token until they expire, so reconnect storms cost no RSA work.
 
