@@ -5,6 +5,7 @@ mod support;
 
 mod admission;
 mod attack_http;
+mod attack_jwt;
 mod attack_tls;
 mod auth;
 mod config;

@@ -90,3 +90,28 @@ async fn tokens_never_reach_logs_metrics_or_bodies() {
         );
     }
 }
+
+/// The suite-wide check (`support::leak`) sees the proxy's own log lines: a unique path is
+/// registered as a canary, and the access log of its 404 must have been scanned by the time
+/// the answer arrives (the proxy logs a refusal before it answers).
+#[tokio::test]
+async fn the_suite_wide_capture_scans_the_proxys_log_lines() {
+    let backend = RawBackend::start(None).await;
+    let proxy = TestProxy::start(&format!("ws://{}/", backend.addr)).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let canary = format!("canary-{nanos:024}");
+    leak::register_canary(&canary);
+    let answer = proxy
+        .raw(&upgrade_request(&format!("/nowhere/{canary}"), ""))
+        .await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    assert!(
+        leak::canary_seen("logs", &canary),
+        "the access log line of the refusal was not scanned"
+    );
+    assert_eq!(backend.connections(), 0);
+    proxy.shutdown().await;
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod jwt;
+pub mod leak;
 pub use jwt::*;
 
 use std::net::SocketAddr;
@@ -26,6 +27,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use wsgate_core::metrics::Metrics;
 use wsgate_core::{Config, Server};
 
 /// Upper bound for any single wait in a test: reached only when something is broken.
@@ -364,8 +368,22 @@ pub struct TestProxy {
     /// The configuration as written to `config_path` (rewrite it and reload to change it).
     pub yaml: String,
     pub config_path: PathBuf,
+    /// What `/metrics` exposes, read when the proxy is dropped (no socket needed).
+    metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// The whole-suite leakage check: this proxy's metrics are scanned, and any leak recorded
+/// anywhere in the run so far fails the test (see [`leak`]).
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        leak::observe("metrics", self.metrics.encode().as_bytes());
+        leak::assert_clean();
+    }
 }
 
 /// How a [`TestProxy`] starts: YAML added to provider `test` and under `listen:`, the list
@@ -423,6 +441,7 @@ impl TestProxy {
             jwks_keys,
             jwks_mode,
         } = setup;
+        leak::install();
         let pki = Pki::new();
         let jwks = JwksServer::start(&jwks_keys).await;
         jwks.set_mode(jwks_mode);
@@ -443,7 +462,7 @@ impl TestProxy {
             .expect("bind proxy")
             .with_source(config_path.clone());
         let server = if watch { server.watching() } else { server };
-        let (addr, admin) = (server.local_addr(), server.admin_addr());
+        let (addr, admin, metrics) = (server.local_addr(), server.admin_addr(), server.metrics());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -457,6 +476,7 @@ impl TestProxy {
             pki,
             jwks,
             token,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         };
@@ -543,7 +563,9 @@ impl TestProxy {
     /// Sends raw bytes over TLS and returns what the proxy answers: everything until it
     /// closes, or just the head of a 101 (the session then stays open).
     pub async fn raw(&self, request: &[u8]) -> String {
-        exchange(&mut self.tls().await, request).await
+        let answer = exchange(&mut self.tls().await, request).await;
+        leak::observe("response", answer.as_bytes());
+        answer
     }
 
     /// The Prometheus exposition from the admin listener.
@@ -614,7 +636,15 @@ pub async fn wss_connect(
         );
     }
     let tls = tls_connect(addr, pki).await;
-    within(tokio_tungstenite::client_async(request, tls)).await
+    let result = within(tokio_tungstenite::client_async(request, tls)).await;
+    match &result {
+        Ok((_, response)) => leak::observe("response", format!("{response:?}").as_bytes()),
+        Err(WsError::Http(response)) => {
+            leak::observe("response", format!("{response:?}").as_bytes())
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 /// A valid upgrade request for `path`, followed by `extra` header lines.
@@ -654,6 +684,7 @@ pub async fn admin_call(
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     within(tcp.read_to_end(&mut answer)).await.expect("read");
+    leak::observe("response", &answer);
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let body = answer
         .split_once("\r\n\r\n")
@@ -669,6 +700,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     within(tcp.read_to_end(&mut answer)).await.expect("read");
+    leak::observe("response", &answer);
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let body = answer
         .split_once("\r\n\r\n")
@@ -694,7 +726,10 @@ pub async fn next(ws: &mut WebSocketStream<TlsStream<TcpStream>>) -> Message {
     loop {
         match within(ws.next()).await {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(message)) => return message,
+            Some(Ok(message)) => {
+                leak::observe("message", format!("{message:?}").as_bytes());
+                return message;
+            }
             other => panic!("session ended unexpectedly: {other:?}"),
         }
     }
@@ -735,6 +770,7 @@ impl TestProxy {
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        leak::observe("response", &buf);
         (
             head,
             RawSession {
@@ -790,6 +826,7 @@ impl RawSession {
         self.fill(header + len).await;
         let payload = self.buf[header..header + len].to_vec();
         self.buf.drain(..header + len);
+        leak::observe("frame", &payload);
         (opcode, payload)
     }
 
@@ -853,11 +890,13 @@ impl LogCapture {
         let bystander = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         let capture = LogCapture::default();
         let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
+        // The suite-wide capture's filter: the tests' own WebSocket clients trace their requests.
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_filter(leak::filter()),
+        );
         let guard = LogGuard {
             _default: tracing::subscriber::set_default(subscriber),
             _bystander: bystander,

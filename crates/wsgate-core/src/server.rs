@@ -165,6 +165,11 @@ impl Server {
         self
     }
 
+    /// The metrics this server records (what `/metrics` exposes).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
     pub fn reloader(&self) -> Reloader {
         Reloader(self.shared.clone())
     }
