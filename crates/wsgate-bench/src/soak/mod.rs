@@ -1,0 +1,167 @@
+//! The client side of `soak.sh` (issue 7: soak and faults): `cycles` (connect + upgrade +
+//! close loops, counted or timed), `hold` (many idle sessions held until told to close) and
+//! `bounce` (echo loops that survive the backend being restarted). Each prints JSON lines on
+//! stdout that the script reads with `jq`:
+//!
+//! - `{"event":"ready", ...}` once its sessions are open (`hold`, `bounce`): the script then
+//!   reads the proxy's figures and sends SIGUSR1 (or `--max-hold` runs out);
+//! - `{"event":"done", ...}` with the final [`Tally`] before exiting.
+
+pub mod bounce;
+pub mod cycles;
+pub mod hold;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::client;
+use crate::net::{OpenError, Stream};
+
+/// How long a session that got a close frame waits for the end of its stream (so the
+/// closing handshake completes instead of leaving the proxy a reset).
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// What happened to the connections of one command (summed over its loops).
+#[derive(Debug, Default, Serialize)]
+pub struct Tally {
+    /// Upgrades that ended in a session.
+    pub opened: u64,
+    /// Upgrades answered with an HTTP status instead of 101, by status.
+    pub refused: BTreeMap<String, u64>,
+    /// Upgrades that got no HTTP answer (connect, TLS, timeout).
+    pub failed: u64,
+    /// Sessions the proxy closed during the load, by close code (`none`: no close frame).
+    pub closes: BTreeMap<String, u64>,
+    /// Echo round trips completed.
+    pub round_trips: u64,
+    /// Loops that completed a round trip on a new session after their session got 1014.
+    pub recovered: u64,
+    /// Sessions that ended while they were held, before the script said so (by close code).
+    pub ended_early: BTreeMap<String, u64>,
+    /// Sessions closed (politely) at the end, as told.
+    pub closed: u64,
+    /// The first failure, for the log.
+    pub first_error: Option<String>,
+}
+
+impl Tally {
+    pub fn open_failed(&mut self, error: &OpenError) {
+        match error {
+            OpenError::Refused(status) => bump(&mut self.refused, status.to_string()),
+            OpenError::Failed(_) => self.failed += 1,
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(error.to_string());
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.opened += other.opened;
+        self.failed += other.failed;
+        self.round_trips += other.round_trips;
+        self.recovered += other.recovered;
+        self.closed += other.closed;
+        for (into, from) in [
+            (&mut self.refused, other.refused),
+            (&mut self.closes, other.closes),
+            (&mut self.ended_early, other.ended_early),
+        ] {
+            for (key, count) in from {
+                *into.entry(key).or_default() += count;
+            }
+        }
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+pub fn bump(map: &mut BTreeMap<String, u64>, key: String) {
+    *map.entry(key).or_default() += 1;
+}
+
+/// A close code as a map key; `none` for a stream that ended without a close frame.
+pub fn code_key(code: Option<u16>) -> String {
+    code.map_or_else(|| "none".to_owned(), |c| c.to_string())
+}
+
+/// Prints one JSON event line on stdout (what the script waits for).
+pub fn emit(event: &str, tally: &Tally, extra: serde_json::Value) {
+    let mut line = serde_json::json!({ "event": event, "tally": tally });
+    if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), extra) {
+        line.extend(extra);
+    }
+    println!("{line}");
+}
+
+/// SIGUSR1 from the script: "close your sessions now". Installed before anything is opened,
+/// so an early signal cannot kill the process.
+pub struct Go(Signal);
+
+impl Go {
+    pub fn install() -> anyhow::Result<Go> {
+        Ok(Go(signal(SignalKind::user_defined1())?))
+    }
+
+    /// Waits for the signal, at most `bound`.
+    pub async fn wait(&mut self, bound: Duration) {
+        drop(tokio::time::timeout(bound, self.0.recv()).await);
+    }
+}
+
+/// What the next frames of a session brought.
+pub enum Read {
+    /// A data message of this length.
+    Data(usize),
+    /// The other side closed: its code (`None`: no close frame, or an error).
+    Closed(Option<u16>),
+}
+
+/// The next data message, skipping control frames; on a close frame the closing handshake
+/// is completed (bounded) before returning.
+pub async fn read(ws: &mut WebSocketStream<Stream>) -> Read {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(data))) => return Read::Data(data.len()),
+            Some(Ok(Message::Text(text))) => return Read::Data(text.len()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.as_ref().map(|f: &CloseFrame| u16::from(f.code));
+                let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+                drop(tokio::time::timeout(CLOSE_DRAIN, drain).await);
+                // A close frame without a code is reported as 1005 (RFC 6455 7.1.5).
+                return Read::Closed(Some(code.unwrap_or(u16::from(CloseCode::Status))));
+            }
+            Some(Err(_)) | None => return Read::Closed(None),
+        }
+    }
+}
+
+/// Holds an open session: answers pings (by reading) until `go` fires, then closes it
+/// politely. `Ok(())` when closed as told; `Err(code)` if the session ended first.
+pub async fn park(
+    mut ws: WebSocketStream<Stream>,
+    mut go: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Option<u16>> {
+    let ended = async {
+        loop {
+            if let Read::Closed(code) = read(&mut ws).await {
+                return code;
+            }
+        }
+    };
+    tokio::select! {
+        code = ended => return Err(code),
+        _ = go.wait_for(|go| *go) => {}
+    }
+    client::close(ws).await;
+    Ok(())
+}
