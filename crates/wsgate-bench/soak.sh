@@ -33,6 +33,10 @@ FLAP=3
 BOUNCE_SECONDS=20
 BOUNCE_CONNS=64
 ONLY=1,2,3,4,5
+TOKEN_TTL=3600
+# Token lifetimes in the leak phases (they must outlive a round; see wait_tokens_expired).
+CYCLES_TTL=5
+IDLE_TTL=45
 BUILD=1
 LOW_NOFILE=256
 LOW_PORT=$((WSGATE_PORT + 1))
@@ -135,11 +139,23 @@ start_wsgate() {
     wait_ready "$PID" || die "wsgate did not become ready (see $WORK/logs/wsgate.log)"
 }
 
-# The client options of every load command against the proxy on PORT.
+# The client options of every load command against the proxy on PORT; tokens live TOKEN_TTL.
 client_args() {
     local port=${1:-$WSGATE_PORT}
     echo --url "wss://127.0.0.1:$port/echo" --ca "$WORK/pki/ca.crt" --origin "$ORIGIN" \
-        --token-key "$WORK/keys/jwt-private.pem" --issuer "$ISSUER" --audience "$AUDIENCE" --kid "$KID"
+        --token-key "$WORK/keys/jwt-private.pem" --issuer "$ISSUER" --audience "$AUDIENCE" \
+        --kid "$KID" --token-ttl "${TOKEN_TTL}s"
+}
+
+# wsgate caches every verified token until its `exp` (up to 100,000 of them, ~1.5 KiB each):
+# with a fresh token per connection that is memory by design, not a leak. The leak phases use
+# short-lived tokens and let the first round's tokens expire before the second round, whose
+# inserts then evict them, so the rounds compare like with like.
+wait_tokens_expired() {
+    local since=$1
+    while ((SECONDS < since + TOKEN_TTL + 1)); do
+        sleep 1
+    done
 }
 
 # Starts a load command in the background: JSON lines in $OUT/NAME.jsonl, stderr in the log.
@@ -256,20 +272,23 @@ tally() { jq -r "$2" <<<"$1"; }
 # --- phases -------------------------------------------------------------------------------
 
 phase_cycles() {
-    local half=$((CYCLES / 2)) round result opened=0 bad=0 back=1 rss=() t0 seconds
+    local half=$((CYCLES / 2)) round result opened=0 bad=0 back=1 rss=() t0 seconds=0 ended=0
+    local TOKEN_TTL=$CYCLES_TTL
     run_loader cycles-warmup 120 cycles $(client_args) --count 200 --parallel 32 >/dev/null
     baseline cycles
-    t0=$SECONDS
     for round in 1 2; do
+        ((round == 1)) || wait_tokens_expired "$ended"
+        t0=$SECONDS
         result=$(run_loader "cycles-$round" 900 cycles $(client_args) --count "$half" --parallel 32) || result='{}'
+        seconds=$((seconds + SECONDS - t0))
         opened=$((opened + $(tally "$result" '.tally.opened // 0')))
         bad=$((bad + $(tally "$result" '[.tally.failed // 1, (.tally.refused // {} | add // 0)] | add')))
         settle 30
+        ended=$SECONDS
         figures cycles "after $((round * half)) closed"
         rss+=("$F_RSS")
         back_to_baseline || back=0
     done
-    seconds=$((SECONDS - t0))
     local rss_ok=$((rss[1] <= rss[0] + RSS_SLACK_KIB))
     verdict cycles $((opened == 2 * half && bad == 0 && back && rss_ok)) \
         "$opened of $((2 * half)) cycles upgraded and closed ($bad failed, ${seconds}s); $BACK_TEXT; RSS $BASE_RSS -> ${rss[0]} -> ${rss[1]} KiB (second round +$((rss[1] - rss[0])) KiB, allowed +$RSS_SLACK_KIB)"
@@ -280,8 +299,10 @@ phase_idle() {
     # Two descriptors per session in the proxy (client and backend side), under the hard limit.
     local fit=$(((HARD_NOFILE - BASE_FDS - 16) / 2))
     local n=$((IDLE < fit ? IDLE : fit)) round pid ready result ok=1 held_text="" rss=() early closed
+    local TOKEN_TTL=$IDLE_TTL ended=0
     ((n < IDLE)) && log "idle: $IDLE sessions need $((2 * IDLE + BASE_FDS)) descriptors in the proxy; the hard limit is $HARD_NOFILE: holding $n"
     for round in 1 2; do
+        ((round == 1)) || wait_tokens_expired "$ended"
         loader "idle-$round" hold $(client_args) --sessions "$n" --max-hold 300s
         pid=$STARTED
         ready=$(wait_event "$OUT/idle-$round.jsonl" ready "$pid" 600) || ready='{}'
@@ -294,6 +315,7 @@ phase_idle() {
         early=$(tally "$result" '.tally.ended_early // {} | add // 0')
         closed=$(tally "$result" '.tally.closed // 0')
         ((early == 0 && closed == n)) || ok=0
+        ended=$SECONDS
         settle 30
         figures idle "round $round: closed"
         rss+=("$F_RSS")
