@@ -63,6 +63,7 @@ WORK=$ROOT/target/bench-soak
 OUT=$WORK/out
 ADMIN_TOKEN=soak-admin-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
 FAILS=0
+BASE_FDS=1000000000 BASE_THREADS=1000000000 BASE_RSS=0
 ROWS=()
 VERDICTS=()
 trap 'stop_all' EXIT

@@ -8,20 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use super::{Go, Read, Tally, bump, code_key, emit, park, read};
+use super::raw::{Read, Session, park};
+use super::{Go, Tally, bump, code_key, emit};
 use crate::client::Client;
-use crate::net::Stream;
 
 /// A round trip slower than this ends the session (counted as `timeout`).
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The close code the proxy sends when the backend vanished (DESIGN.md section 1).
 const BAD_GATEWAY: u16 = 1014;
+const BINARY: u8 = 0x2;
 
 pub struct Params {
     pub conns: usize,
@@ -37,7 +35,7 @@ pub struct Params {
 pub async fn run(client: Arc<Client>, params: Params, mut go: Go) -> anyhow::Result<()> {
     let end = Instant::now() + params.duration;
     let give_up = end + params.settle;
-    let payload = Bytes::from(vec![0x5a; params.size]);
+    let payload: Arc<[u8]> = vec![0x5a; params.size].into();
     let (parked_tx, mut parked_rx) = mpsc::channel(params.conns.max(1));
     let (tell, told) = watch::channel(false);
     let loops: Vec<_> = (0..params.conns)
@@ -55,9 +53,13 @@ pub async fn run(client: Arc<Client>, params: Params, mut go: Go) -> anyhow::Res
         })
         .collect();
     drop(parked_tx);
+    // Each loop reports once, then keeps its sender until it is told to close.
     let mut live = 0;
-    while let Some(has_session) = parked_rx.recv().await {
-        live += usize::from(has_session);
+    for _ in 0..params.conns {
+        match parked_rx.recv().await {
+            Some(has_session) => live += usize::from(has_session),
+            None => break,
+        }
     }
     emit(
         "ready",
@@ -81,7 +83,7 @@ pub async fn run(client: Arc<Client>, params: Params, mut go: Go) -> anyhow::Res
 /// One connection's life: echo, reconnect after a close, and at the end hold a session.
 struct Loop {
     client: Arc<Client>,
-    payload: Bytes,
+    payload: Arc<[u8]>,
     end: Instant,
     give_up: Instant,
     retry_pause: Duration,
@@ -98,8 +100,8 @@ impl Loop {
             if Instant::now() >= self.give_up {
                 break None;
             }
-            let mut ws = match self.client.open().await {
-                Ok(ws) => ws,
+            let mut session = match Session::open(&self.client).await {
+                Ok(session) => session,
                 Err(error) => {
                     tally.open_failed(&error);
                     tokio::time::sleep(self.retry_pause).await;
@@ -107,9 +109,9 @@ impl Loop {
                 }
             };
             tally.opened += 1;
-            match self.echo(&mut ws, &mut tally, &mut cut).await {
+            match self.echo(&mut session, &mut tally, &mut cut).await {
                 // The duration is over and the session is alive: keep it.
-                None => break Some(ws),
+                None => break Some(session),
                 Some(code) => {
                     bump(&mut tally.closes, code_key(code));
                     cut = code == Some(BAD_GATEWAY);
@@ -118,8 +120,8 @@ impl Loop {
         };
         // The receiver lives until every loop has reported; a failed send cannot happen.
         let _ = self.parked.send(session.is_some()).await;
-        if let Some(ws) = session {
-            match park(ws, self.go.clone()).await {
+        if let Some(session) = session {
+            match park(session, self.go.clone()).await {
                 Ok(()) => tally.closed += 1,
                 Err(code) => bump(&mut tally.ended_early, code_key(code)),
             }
@@ -131,16 +133,16 @@ impl Loop {
     /// session ends (`Some(close code)`).
     async fn echo(
         &self,
-        ws: &mut WebSocketStream<Stream>,
+        session: &mut Session,
         tally: &mut Tally,
         cut: &mut bool,
     ) -> Option<Option<u16>> {
         while Instant::now() < self.end {
-            if ws.send(Message::Binary(self.payload.clone())).await.is_err() {
+            if session.send(BINARY, &self.payload).await.is_err() {
                 // The proxy may have closed already: its close frame can still be read.
-                return Some(closed_code(ws).await);
+                return Some(closed_code(session).await);
             }
-            match tokio::time::timeout(ROUND_TRIP_TIMEOUT, read(ws)).await {
+            match tokio::time::timeout(ROUND_TRIP_TIMEOUT, session.read()).await {
                 Ok(Read::Data(len)) if len == self.payload.len() => {
                     tally.round_trips += 1;
                     if std::mem::take(cut) {
@@ -163,9 +165,9 @@ impl Loop {
 }
 
 /// The close code after a failed send, if the proxy's close frame arrived (bounded).
-async fn closed_code(ws: &mut WebSocketStream<Stream>) -> Option<u16> {
+async fn closed_code(session: &mut Session) -> Option<u16> {
     loop {
-        match tokio::time::timeout(ROUND_TRIP_TIMEOUT, read(ws)).await {
+        match tokio::time::timeout(ROUND_TRIP_TIMEOUT, session.read()).await {
             Ok(Read::Data(_)) => {}
             Ok(Read::Closed(code)) => return code,
             Err(_) => return None,

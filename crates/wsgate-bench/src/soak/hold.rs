@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Go, Tally, bump, code_key, emit, park};
+use super::raw::{Session, park};
+use super::{Go, Tally, bump, code_key, emit};
 use crate::client::Client;
-use crate::sessions;
 
 pub async fn run(
     client: &Client,
@@ -18,9 +19,17 @@ pub async fn run(
     mut go: Go,
 ) -> anyhow::Result<()> {
     let mut tally = Tally::default();
-    let (open, failures) = sessions::open_many(client, count, in_flight).await;
-    for failure in &failures {
-        tally.open_failed(failure);
+    let results: Vec<_> = futures_util::stream::iter(0..count)
+        .map(|_| Session::open(client))
+        .buffer_unordered(in_flight.max(1))
+        .collect()
+        .await;
+    let mut open = Vec::with_capacity(count);
+    for result in results {
+        match result {
+            Ok(session) => open.push(session),
+            Err(failure) => tally.open_failed(&failure),
+        }
     }
     tally.opened = open.len() as u64;
     emit("ready", &tally, serde_json::json!({ "live": open.len() }));
@@ -28,7 +37,7 @@ pub async fn run(
     let (tell, told) = watch::channel(false);
     let held: Vec<_> = open
         .into_iter()
-        .map(|ws| tokio::spawn(park(ws, told.clone())))
+        .map(|session| tokio::spawn(park(session, told.clone())))
         .collect();
     go.wait(max_hold).await;
     tell.send_replace(true);

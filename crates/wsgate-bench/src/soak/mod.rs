@@ -10,24 +10,15 @@
 pub mod bounce;
 pub mod cycles;
 pub mod hold;
+pub mod raw;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::client;
-use crate::net::{OpenError, Stream};
-
-/// How long a session that got a close frame waits for the end of its stream (so the
-/// closing handshake completes instead of leaving the proxy a reset).
-const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+use crate::net::OpenError;
 
 /// What happened to the connections of one command (summed over its loops).
 #[derive(Debug, Default, Serialize)]
@@ -115,53 +106,4 @@ impl Go {
     pub async fn wait(&mut self, bound: Duration) {
         drop(tokio::time::timeout(bound, self.0.recv()).await);
     }
-}
-
-/// What the next frames of a session brought.
-pub enum Read {
-    /// A data message of this length.
-    Data(usize),
-    /// The other side closed: its code (`None`: no close frame, or an error).
-    Closed(Option<u16>),
-}
-
-/// The next data message, skipping control frames; on a close frame the closing handshake
-/// is completed (bounded) before returning.
-pub async fn read(ws: &mut WebSocketStream<Stream>) -> Read {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(data))) => return Read::Data(data.len()),
-            Some(Ok(Message::Text(text))) => return Read::Data(text.len()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(Message::Close(frame))) => {
-                let code = frame.as_ref().map(|f: &CloseFrame| u16::from(f.code));
-                let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-                drop(tokio::time::timeout(CLOSE_DRAIN, drain).await);
-                // A close frame without a code is reported as 1005 (RFC 6455 7.1.5).
-                return Read::Closed(Some(code.unwrap_or(u16::from(CloseCode::Status))));
-            }
-            Some(Err(_)) | None => return Read::Closed(None),
-        }
-    }
-}
-
-/// Holds an open session: answers pings (by reading) until `go` fires, then closes it
-/// politely. `Ok(())` when closed as told; `Err(code)` if the session ended first.
-pub async fn park(
-    mut ws: WebSocketStream<Stream>,
-    mut go: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), Option<u16>> {
-    let ended = async {
-        loop {
-            if let Read::Closed(code) = read(&mut ws).await {
-                return code;
-            }
-        }
-    };
-    tokio::select! {
-        code = ended => return Err(code),
-        _ = go.wait_for(|go| *go) => {}
-    }
-    client::close(ws).await;
-    Ok(())
 }
