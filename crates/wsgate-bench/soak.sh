@@ -224,7 +224,7 @@ figures() {
         F_ACTIVE=$(metric_sum wsgate_connections_active "" "$admin")
         F_SESSIONS=$(sessions_count "$admin")
     fi
-    ROWS+=("$(printf '%-8s %-22s %10s %8s %8s %8s %9s' "$phase" "$point" "$F_RSS" "$F_FDS" \
+    ROWS+=("$(printf '%-8s %-26s %10s %8s %8s %8s %9s' "$phase" "$point" "$F_RSS" "$F_FDS" \
         "$F_THREADS" "$F_ACTIVE" "$F_SESSIONS")")
 }
 
@@ -406,8 +406,10 @@ phase_ulimit() {
     ready=$(wait_event "$OUT/low-hold.jsonl" ready "$pid" 120) || ready='{}'
     figures ulimit "$held held" "$low" "$LOW_ADMIN_PORT"
     # Raw TCP connections that never start TLS: each accepted one holds a descriptor for the
-    # handshake timeout (60s); the rest wait in the listen backlog while accept fails.
-    for i in $(seq $((2 * LOW_NOFILE))); do
+    # handshake timeout (60s); the rest wait in the listen backlog while accept fails. The
+    # backlog is 128 (tokio's default): more would block in connect, so 64 wait there.
+    local spare=$((LOW_NOFILE - $(fds_of "$low")))
+    for i in $(seq $((spare + 64))); do
         exec {fd}<>"/dev/tcp/127.0.0.1/$LOW_PORT"
         raw+=("$fd")
     done
@@ -484,7 +486,7 @@ main() {
     echo
     echo "wsgate soak ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average at start $load)"
     echo
-    printf '%-8s %-22s %10s %8s %8s %8s %9s\n' phase point 'RSS KiB' fds threads active sessions
+    printf '%-8s %-26s %10s %8s %8s %8s %9s\n' phase point 'RSS KiB' fds threads active sessions
     printf '%s\n' "${ROWS[@]}"
     echo
     printf '%s\n' "${VERDICTS[@]}"
