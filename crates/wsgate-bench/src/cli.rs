@@ -12,9 +12,9 @@ use crate::client::Client;
 use crate::net::Target;
 use crate::proc::Tree;
 use crate::record::Record;
+use crate::soak::{self, bounce, cycles, hold};
 use crate::token::{self, Signer};
 use crate::window::Plan;
-use crate::soak::{self, bounce, cycles, hold};
 use crate::{backend, check, echo, handshake, idle, jwks, pki, report};
 
 /// Load generator and tools for benchmarking wsgate against HAProxy and nginx (loopback only).
@@ -110,7 +110,11 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
         /// Exactly this many attempts (shared by the loops)...
-        #[arg(long, conflicts_with = "duration", required_unless_present = "duration")]
+        #[arg(
+            long,
+            conflicts_with = "duration",
+            required_unless_present = "duration"
+        )]
         count: Option<u64>,
         /// ...or attempts until this much time has passed.
         #[arg(long, value_parser = duration)]

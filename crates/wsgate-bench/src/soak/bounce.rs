@@ -150,12 +150,16 @@ impl Loop {
                     }
                 }
                 Ok(Read::Data(_)) => {
-                    tally.first_error.get_or_insert("echo of the wrong length".into());
+                    tally
+                        .first_error
+                        .get_or_insert("echo of the wrong length".into());
                     return Some(None);
                 }
                 Ok(Read::Closed(code)) => return Some(code),
                 Err(_) => {
-                    tally.first_error.get_or_insert("round trip timed out".into());
+                    tally
+                        .first_error
+                        .get_or_insert("round trip timed out".into());
                     return Some(None);
                 }
             }

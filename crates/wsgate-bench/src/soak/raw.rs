@@ -22,6 +22,7 @@ const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
 /// A normal closure (RFC 6455 7.4.1).
 const NORMAL: u16 = 1000;
 /// A close frame without a code is reported as 1005 (RFC 6455 7.1.5).
@@ -63,7 +64,10 @@ impl Session {
     /// One masked frame with FIN set.
     pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         // Any key will do for the proxy; it only has to change (RFC 6455 5.3).
-        self.mask = self.mask.wrapping_mul(0x0101_0101).wrapping_add(0x6d2b_79f5);
+        self.mask = self
+            .mask
+            .wrapping_mul(0x0101_0101)
+            .wrapping_add(0x6d2b_79f5);
         let key = self.mask.to_be_bytes();
         let mut frame = Vec::with_capacity(payload.len() + 14);
         frame.push(0x80 | opcode);
@@ -112,12 +116,8 @@ impl Session {
                     drop(tokio::time::timeout(CLOSE_WAIT, finish).await);
                     return Read::Closed(Some(code));
                 }
-                PING => {
-                    if self.send(0xA, &payload).await.is_err() {
-                        return Read::Closed(None);
-                    }
-                }
-                _ => {} // pong
+                PING if self.send(PONG, &payload).await.is_err() => return Read::Closed(None),
+                _ => {} // a pong, or a ping answered
             }
         }
     }
