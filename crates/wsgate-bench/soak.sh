@@ -3,7 +3,7 @@
 # through five bounded phases; prints a figures table (proxy RSS, open descriptors, threads,
 # wsgate_connections_active, /admin/sessions) and PASS/FAIL per phase with its numbers.
 #
-#   crates/wsgate-bench/soak.sh            # full run (~5 minutes on 2 cores; bounded)
+#   crates/wsgate-bench/soak.sh            # full run (~3 minutes on 2 cores; bounded)
 #   crates/wsgate-bench/soak.sh --quick    # smaller counts (~2 minutes)
 #
 # 1 cycles   N connect + TLS + upgrade (fresh token) + close, 32 in parallel, in two rounds:
