@@ -82,3 +82,19 @@ async fn answer(mut tcp: TcpStream, body: &[u8], turn: Turn) -> std::io::Result<
     tcp.write_all(body).await?;
     tcp.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flapping_turns_repeat_serve_unavailable_hang_up() {
+        let period = Duration::from_secs(2);
+        let at = |ms| turn(Duration::from_millis(ms), period);
+        assert!(matches!(at(0), Turn::Serve));
+        assert!(matches!(at(1_999), Turn::Serve));
+        assert!(matches!(at(2_000), Turn::Unavailable));
+        assert!(matches!(at(4_500), Turn::HangUp));
+        assert!(matches!(at(6_000), Turn::Serve));
+    }
+}

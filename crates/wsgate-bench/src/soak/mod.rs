@@ -107,3 +107,31 @@ impl Go {
         drop(tokio::time::timeout(bound, self.0.recv()).await);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_up_by_key() {
+        let mut total = Tally::default();
+        let mut one = Tally {
+            opened: 2,
+            ..Tally::default()
+        };
+        bump(&mut one.closes, code_key(Some(1014)));
+        one.open_failed(&OpenError::Refused(502));
+        let mut two = Tally::default();
+        bump(&mut two.closes, code_key(Some(1014)));
+        bump(&mut two.closes, code_key(None));
+        two.open_failed(&OpenError::Failed("timed out".into()));
+        total.merge(one);
+        total.merge(two);
+        assert_eq!(total.opened, 2);
+        assert_eq!(total.failed, 1);
+        assert_eq!(total.refused.get("502"), Some(&1));
+        assert_eq!(total.closes.get("1014"), Some(&2));
+        assert_eq!(total.closes.get("none"), Some(&1));
+        assert_eq!(total.first_error.as_deref(), Some("refused with HTTP 502"));
+    }
+}
