@@ -12,6 +12,7 @@ use crate::client::Client;
 use crate::net::Target;
 use crate::proc::Tree;
 use crate::record::Record;
+use crate::soak::{self, bounce, cycles, hold};
 use crate::token::{self, Signer};
 use crate::window::Plan;
 use crate::{backend, check, echo, handshake, idle, jwks, pki, report};
@@ -53,6 +54,9 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Fail in turns of this length: serve, 503, hang up, serve, ... (JWKS flapping).
+        #[arg(long, value_parser = duration)]
+        flap: Option<Duration>,
     },
     /// The plain ws:// echo backend every target relays to.
     Backend {
@@ -101,6 +105,56 @@ pub enum Command {
         #[arg(long, value_parser = duration, default_value = "2s")]
         settle: Duration,
     },
+    /// Soak: connect + upgrade + close loops, counting every outcome; one `done` JSON line.
+    Cycles {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Exactly this many attempts (shared by the loops)...
+        #[arg(
+            long,
+            conflicts_with = "duration",
+            required_unless_present = "duration"
+        )]
+        count: Option<u64>,
+        /// ...or attempts until this much time has passed.
+        #[arg(long, value_parser = duration)]
+        duration: Option<Duration>,
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+    },
+    /// Soak: open idle sessions, print `ready`, hold them until SIGUSR1, close them, print `done`.
+    Hold {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        sessions: usize,
+        #[arg(long, default_value_t = crate::sessions::IN_FLIGHT)]
+        in_flight: usize,
+        /// Close anyway after this long without SIGUSR1.
+        #[arg(long, value_parser = duration, default_value = "5m")]
+        max_hold: Duration,
+    },
+    /// Soak: echo loops that reconnect after a close (backend restarts), then hold one live
+    /// session each: `ready`, SIGUSR1, `done` with close codes and refusals counted.
+    Bounce {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+        /// Binary message size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, value_parser = duration, default_value = "20s")]
+        duration: Duration,
+        /// After the duration, how long each loop may still try to get a live session.
+        #[arg(long, value_parser = duration, default_value = "10s")]
+        settle: Duration,
+        /// Pause after a refused or failed upgrade.
+        #[arg(long, value_parser = duration, default_value = "200ms")]
+        retry_pause: Duration,
+        #[arg(long, value_parser = duration, default_value = "5m")]
+        max_hold: Duration,
+    },
     /// Markdown tables (medians, ratios, checks, issue 6 thresholds) from the JSON lines.
     Report {
         /// Files of scenario records (JSON lines).
@@ -138,6 +192,9 @@ pub struct ClientArgs {
     /// Run number in the records.
     #[arg(long, default_value_t = 1)]
     run: u32,
+    /// Bound on TCP + TLS + upgrade of one connection (default 30s).
+    #[arg(long, value_parser = duration)]
+    open_timeout: Option<Duration>,
 }
 
 /// How test tokens are signed.
@@ -199,12 +256,11 @@ impl ClientArgs {
     fn client(&self) -> anyhow::Result<Client> {
         let target = Target::new(&self.url, self.ca.as_deref())?;
         let signer = self.signer()?.map(Arc::new);
-        Ok(Client::new(
-            target,
-            self.origin.clone(),
-            signer,
-            self.mint_threads,
-        ))
+        let client = Client::new(target, self.origin.clone(), signer, self.mint_threads);
+        Ok(match self.open_timeout {
+            Some(bound) => client.with_open_timeout(bound),
+            None => client,
+        })
     }
 
     fn tree(&self) -> anyhow::Result<Option<Tree>> {
@@ -224,7 +280,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let signer = token.signer()?.context("token needs --token-key")?;
             println!("{}", signer.mint());
         }
-        Command::JwksServe { file, listen } => jwks::serve(&file, listen).await?,
+        Command::JwksServe { file, listen, flap } => jwks::serve(&file, listen, flap).await?,
         Command::Backend { listen } => backend::serve(listen).await?,
         Command::Check {
             client,
@@ -286,6 +342,49 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 client.run,
             )
             .await?;
+        }
+        Command::Cycles {
+            client,
+            count,
+            duration,
+            parallel,
+        } => {
+            let amount = match (count, duration) {
+                (Some(count), _) => cycles::Amount::Count(count),
+                (None, Some(d)) => cycles::Amount::Until(tokio::time::Instant::now() + d),
+                (None, None) => bail!("cycles needs --count or --duration"),
+            };
+            let tally = cycles::run(Arc::new(client.client()?), parallel, amount).await?;
+            soak::emit("done", &tally, serde_json::json!({}));
+        }
+        Command::Hold {
+            client,
+            sessions,
+            in_flight,
+            max_hold,
+        } => {
+            let go = soak::Go::install()?;
+            hold::run(&client.client()?, sessions, in_flight, max_hold, go).await?;
+        }
+        Command::Bounce {
+            client,
+            conns,
+            size,
+            duration,
+            settle,
+            retry_pause,
+            max_hold,
+        } => {
+            let go = soak::Go::install()?;
+            let params = bounce::Params {
+                conns,
+                size,
+                duration,
+                settle,
+                retry_pause,
+                max_hold,
+            };
+            bounce::run(Arc::new(client.client()?), params, go).await?;
         }
         Command::Report { results, checks } => {
             let records: Vec<Record> = read_lines(&results)?;

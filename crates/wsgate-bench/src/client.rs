@@ -24,6 +24,7 @@ pub struct Client {
     pub target: Target,
     pub origin: Option<String>,
     tokens: Option<Mutex<mpsc::Receiver<String>>>,
+    open_timeout: Duration,
 }
 
 impl Client {
@@ -48,7 +49,15 @@ impl Client {
             target,
             origin,
             tokens,
+            open_timeout: OPEN_TIMEOUT,
         }
+    }
+
+    /// A shorter bound on TCP + TLS + upgrade (the soak's descriptor-exhaustion phase, where
+    /// the proxy cannot accept and a connection waits in the listen backlog).
+    pub fn with_open_timeout(mut self, open_timeout: Duration) -> Client {
+        self.open_timeout = open_timeout;
+        self
     }
 
     /// The headers of the next upgrade (waits for a token if the minter is behind).
@@ -69,9 +78,10 @@ impl Client {
         self.open_with(&upgrade).await
     }
 
-    /// A new session with these headers, within [`OPEN_TIMEOUT`].
+    /// A new session with these headers, within [`OPEN_TIMEOUT`] (or the shorter bound set
+    /// with [`Client::with_open_timeout`]).
     pub async fn open_with(&self, upgrade: &Upgrade) -> Result<WebSocketStream<Stream>, OpenError> {
-        tokio::time::timeout(OPEN_TIMEOUT, self.target.open(upgrade))
+        tokio::time::timeout(self.open_timeout, self.target.open(upgrade))
             .await
             .unwrap_or_else(|_| Err(OpenError::Failed("timed out".to_owned())))
     }

@@ -1,6 +1,7 @@
 //! `wsgate-bench`: the load generator, echo backend and test-token tools behind
 //! `compare.sh` (wsgate against direct, HAProxy and nginx) and `callgrind.sh` (instructions
-//! per message and per handshake). Every scenario prints one JSON line on stdout (see
+//! per message and per handshake), and `soak.sh` (`cycles`, `hold`, `bounce`: leaks and
+//! faults). Every scenario prints one JSON line on stdout (see
 //! `record.rs`) and a readable line on stderr; `report` turns the lines into markdown.
 
 mod backend;
@@ -17,6 +18,7 @@ mod proc;
 mod record;
 mod report;
 mod sessions;
+mod soak;
 mod token;
 mod window;
 
