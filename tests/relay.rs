@@ -227,3 +227,23 @@ async fn frames_sent_with_the_upgrade_request_are_relayed() {
     drop(session);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn registered_codes_from_the_backend_pass_unchanged() {
+    // 1012-1014 are registered codes some WebSocket libraries do not know; the relay passes
+    // the backend's close frame as it is (read here from the wire, not through a library).
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    for code in [1012u16, 1013, 1014] {
+        let (head, mut session) = proxy
+            .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+            .await;
+        assert_eq!(status(&head), 101, "{head}");
+        session.send_text(&format!("close:{code}:upstream")).await;
+        let (opcode, payload) = session.read_frame().await;
+        assert_eq!(opcode, 0x8);
+        assert_eq!(payload[..2], code.to_be_bytes(), "{code}");
+        assert_eq!(&payload[2..], b"upstream");
+    }
+    proxy.shutdown().await;
+}

@@ -21,7 +21,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::server::TlsStream;
@@ -115,20 +115,34 @@ pub struct Server {
     admin: TcpListener,
 }
 
+/// Connections the kernel may queue before they are accepted: a reconnect storm after a
+/// restart or a burst while descriptors run out waits here instead of retrying SYNs
+/// (the standard library's 128 is small for a proxy; Linux caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     /// Binds the public and admin listeners (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Server, Error> {
-        let bind = |what, address| async move {
-            TcpListener::bind(address)
-                .await
-                .map_err(|source| Error::Bind {
-                    what,
-                    address,
-                    source,
-                })
+        let bind = |what, address| {
+            listen(address).map_err(|source| Error::Bind {
+                what,
+                address,
+                source,
+            })
         };
-        let listener = bind("public", config.listen.address).await?;
-        let admin = bind("admin", config.admin.address).await?;
+        let listener = bind("public", config.listen.address)?;
+        let admin = bind("admin", config.admin.address)?;
         let metrics = Arc::new(Metrics::new());
         let draining = CancellationToken::new();
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
