@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -84,10 +85,11 @@ pub struct Traffic {
 }
 
 /// Relays until either side closes or a limit, timer or `shutdown` ends the session.
-/// `client_early` / `backend_early` are bytes each peer sent before the relay took over.
+/// With each stream come the bytes its peer sent before the relay took over; they are copied
+/// and the buffer holding them (hyper's whole read buffer) is let go at once.
 pub async fn run<C, B>(
-    client: (C, &[u8]),
-    backend: (B, &[u8]),
+    client: (C, Bytes),
+    backend: (B, Bytes),
     metrics: &RouteMetrics,
     shutdown: &CancellationToken,
     policy: &Policy,
@@ -108,7 +110,7 @@ where
                 max_message,
                 utf8: true,
             },
-            client.1,
+            &client.1,
             true,
         ),
         down: Pump::new(
@@ -117,7 +119,7 @@ where
                 max_message,
                 utf8: false,
             },
-            backend.1,
+            &backend.1,
             false,
         ),
         first: None,
@@ -133,6 +135,7 @@ where
         close_by: None,
         client_close: None,
     };
+    drop((client.1, backend.1));
     let mut cancelled = std::pin::pin!(shutdown.cancelled());
     let mut kick = std::pin::pin!(kicked(policy.kicked.clone()));
     std::future::poll_fn(|cx| session.poll(cx, cancelled.as_mut(), kick.as_mut())).await;

@@ -684,8 +684,8 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         kicked: registration.kicked.clone(),
     };
     let outcome = relay::run(
-        (client, &client_early),
-        (backend, &backend_early),
+        (client, client_early),
+        (backend, backend_early),
         &entry.metrics,
         &shared.draining,
         &policy,
