@@ -62,8 +62,13 @@ fn from_header(headers: &HeaderMap) -> Result<Option<String>, Error> {
             false => Ok(None),
         };
     };
-    let Some(token) = bearer(value.as_bytes()) else {
+    if !is_bearer(value.as_bytes()) {
         return Ok(None);
+    }
+    let Some(token) = bearer(value.as_bytes()) else {
+        // A bearer value that is not `Bearer <UTF-8>`: a token the proxy cannot compare with
+        // the other transports' is refused rather than ignored.
+        return Err(Error::InvalidRequest("malformed bearer credentials"));
     };
     if token.is_empty() {
         return Err(Error::InvalidRequest("empty bearer token"));
@@ -76,6 +81,18 @@ fn bearer(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?;
     let (scheme, rest) = text.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// True when the value's scheme (the bytes before the first space or tab) is `Bearer` in any
+/// case, whatever follows: what is stripped before forwarding. Broader than [`bearer`], so
+/// a value the proxy does not read as a token (not UTF-8, a tab separator, no credentials)
+/// still never reaches a backend.
+fn is_bearer(value: &[u8]) -> bool {
+    let end = value
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t'))
+        .unwrap_or(value.len());
+    value[..end].eq_ignore_ascii_case(b"bearer")
 }
 
 fn from_protocols(protocols: &[String], marker: &str) -> Result<Option<String>, Error> {
@@ -159,7 +176,7 @@ pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
     let keep: Vec<_> = headers
         .get_all(header::AUTHORIZATION)
         .iter()
-        .filter(|value| bearer(value.as_bytes()).is_none())
+        .filter(|value| !is_bearer(value.as_bytes()))
         .cloned()
         .collect();
     headers.remove(header::AUTHORIZATION);
@@ -344,6 +361,39 @@ mod tests {
             ),
             Err(Error::InvalidRequest(_))
         ));
+    }
+
+    /// Found by the `token_extract` fuzz target (fuzz/regressions/token_extract/): a bearer
+    /// value that is not UTF-8 was neither read as a token nor stripped, so with the token in
+    /// another transport the request was admitted and the header forwarded to the backend.
+    #[test]
+    fn unreadable_bearer_values_are_refused_and_never_forwarded() {
+        let all = auth(&[Transport::Header, Transport::Query, Transport::Subprotocol]);
+        let mut not_utf8 = HeaderMap::new();
+        not_utf8.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"bearer eyJhbGci\xcfiJSUzI1NiJ9.e30.c2ln").expect("obs-text"),
+        );
+        let tab = headers(&[("authorization", "Bearer\ta.b.c")]);
+        let bare = headers(&[("authorization", "BEARER")]);
+        for h in [&not_utf8, &tab, &bare] {
+            assert_eq!(
+                extract(&all, h, Some("access_token=a.b.c"), &[]),
+                Err(Error::InvalidRequest("malformed bearer credentials")),
+                "{h:?}"
+            );
+            let mut forwarded = h.clone();
+            forwarded.append(
+                header::AUTHORIZATION,
+                HeaderValue::from_static("Basic dTpw"),
+            );
+            strip_headers(&all, &mut forwarded);
+            let left: Vec<_> = forwarded.get_all(header::AUTHORIZATION).iter().collect();
+            assert_eq!(left, ["Basic dTpw"], "{h:?}");
+        }
+        // Schemes that merely start with "bearer" are other schemes.
+        let other = headers(&[("authorization", "Bearerx a.b.c")]);
+        assert_eq!(extract(&all, &other, None, &[]), Ok(None));
     }
 
     #[test]
