@@ -90,10 +90,7 @@ async fn tokens_never_reach_logs_metrics_or_bodies() {
         logs.contains("session closed") && logs.contains("refused"),
         "the capture saw the access log"
     );
-    assert!(
-        logs.contains("TRACE"),
-        "the capture saw trace-level events (dependencies' too)"
-    );
+    assert!(logs.contains("TRACE"), "the capture saw trace-level events");
     for token in [&valid, &expired, &forged] {
         for piece in std::iter::once(token.as_str()).chain(token.split('.')) {
             for (what, text) in [

@@ -11,6 +11,7 @@
 //! - [`router`]: host and path-prefix routing.
 //! - [`backend`]: the proxy's own upgrade request to the plain `ws://` backend.
 //! - [`relay`]: the live session, frames in both directions and close handling.
+//! - [`frame`]: frame headers and RFC 6455 rules, checked as bytes pass through the relay.
 //! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`; `exposition`
 //!   serves them as OpenMetrics to Prometheus and in the classic text format to anyone else.
 //! - [`auth`]: token transports, JWKS providers, JWT verification and claim rules.
@@ -26,6 +27,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 mod exposition;
+pub mod frame;
 pub mod handshake;
 pub mod issuer;
 pub mod metrics;

@@ -183,9 +183,14 @@ impl MessageLimits {
         }
     }
 
-    /// Takes one message of `len` bytes from the budget.
-    pub fn admit(&self, len: usize) -> Result<(), Exceeded> {
+    /// Takes one message, whose first frame carries `len` bytes, from the budget.
+    pub fn admit(&self, len: u64) -> Result<(), Exceeded> {
         self.messages.check().map_err(|_| Exceeded::Messages)?;
+        self.admit_bytes(len)
+    }
+
+    /// Takes `len` more bytes (a further fragment of an admitted message) from the budget.
+    pub fn admit_bytes(&self, len: u64) -> Result<(), Exceeded> {
         if let (Some(bytes), Some(len)) = (
             &self.bytes,
             NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)),

@@ -1,70 +1,62 @@
-//! The live session: two pumps, client -> backend ("up") and backend -> client ("down"), in
-//! the connection's own task, plus the session's timers as branches of the same `select!`
-//! (tokio's timer wheel; no task per session just to sleep).
+//! The live session: two pumps, client -> backend ("up") and backend -> client ("down"),
+//! polled by the connection's own task together with the session's one timer.
 //!
-//! - Data messages are relayed (fragments are re-assembled, as RFC 6455 section 5.4 lets an
-//!   intermediary do). Close frames are relayed with their code and reason.
-//! - Pings are hop by hop: tungstenite answers the client's pings, and the proxy pings the
-//!   client every `ping_interval`; no pong within `pong_timeout` ends the session (1001).
+//! - Frames are forwarded as bytes: a header is checked ([`frame::Reader`]), then its payload
+//!   moves through without re-assembly, unmasking or re-masking (a client's masked frame is as
+//!   valid for the backend). Client text is checked for UTF-8 as it passes; nothing invalid is
+//!   forwarded. Control frames pass end to end, so the backend answers the client's pings and
+//!   the close handshake is the peers' own.
+//! - The proxy pings the client every `ping_interval` (payload `wsgate`, whose pong it keeps);
+//!   no pong within `pong_timeout` ends the session (1001).
 //! - Client messages are metered (`message_rate`, `byte_rate`): over the limit the session is
-//!   closed with 1008 or the message dropped, as `on_limit` says.
+//!   closed with 1008 or the message dropped, as `on_limit` says (a message is judged by its
+//!   first frame; a later fragment over the byte budget closes, as it cannot be withdrawn).
 //! - No data frame either way for `idle` closes both sides with 1001 `idle timeout`.
-//! - Writes are batched, one flush per burst of ready messages. A slow reader back-pressures
-//!   its pump (the backend is read no faster than the client drains); a client that accepts
-//!   nothing for `pong_timeout` is closed with 1008.
+//! - Each direction reads into a small buffer inside the task and moves to a 16 KiB one only
+//!   while data streams, so an idle session holds no buffer of its own. What one read brings
+//!   is written with one write, flushed when the source runs dry. A slow reader
+//!   back-pressures its pump; a client that accepts nothing for `pong_timeout` is closed (1008).
+//! - Frames of the proxy's own (pings, closes) are written only between frames.
 //! - A backend that vanishes gives the client 1014; a client that vanishes gives the backend
 //!   1001; a token that expires gives the client 4001.
 
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{OnLimit, Timeouts};
+use crate::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step, Violation};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
 use crate::registry::Kick;
 
-/// How long the other side gets to finish the closing handshake once the session ends.
+/// How long the peers get to finish the closing handshake once the session ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client that stopped reading gets to take its close frame.
-const STALLED_CLOSE: Duration = Duration::from_millis(200);
-/// Batch writes up to this much before writing to the socket.
-const WRITE_BATCH: usize = 16 * 1024;
-/// tungstenite's read buffer is allocated eagerly per connection (default 128 KiB) and zero-filled
-/// on every read: 4 KiB keeps an idle session at about 25 KiB (measured: 32.7 KiB with 8 KiB).
-const READ_BUFFER: usize = 4 * 1024;
+/// Each direction's buffer inside the task: any header or control frame, and small messages.
+const SMALL: usize = 512;
+/// The buffer a direction moves to when a read fills the small one, until it runs dry.
+const LARGE: usize = 16 * 1024;
+/// The payload of the proxy's pings; the client's pong with it goes no further.
+const KEEPALIVE: &[u8] = b"wsgate";
 
 /// The close code recorded when a peer vanished without a close frame (never sent on the wire).
 pub const ABNORMAL: u16 = 1006;
-
-/// tungstenite settings for either leg of a route's sessions.
-pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BATCH)
-        // The write buffer only grows past the batch size while the peer is not reading; one
-        // whole message must still fit.
-        .max_write_buffer_size(WRITE_BATCH + max_message_size + 14)
-        .max_message_size(Some(max_message_size))
-        // A frame header declaring more than this is refused before its payload is read.
-        .max_frame_size(Some(max_message_size))
-}
 
 /// What governs one session besides its two sockets.
 pub struct Policy {
     /// Client-to-backend rates.
     pub limits: MessageLimits,
     pub timeouts: Timeouts,
+    /// The largest message either way.
+    pub max_message_size: usize,
     /// When the token expires (`None` with `on_expiry: ignore`).
     pub expires: Option<Instant>,
     /// Set from outside (revocation, reload) to close the session.
@@ -91,58 +83,11 @@ pub struct Traffic {
     pub bytes: u64,
 }
 
-/// How one pump stopped.
-enum End {
-    /// Its source sent a close frame, which was forwarded.
-    Closed(Option<CloseFrame>),
-    /// Its source vanished or broke the protocol.
-    SourceFailed(Option<WsError>),
-    /// Its destination could not be written to.
-    SinkFailed,
-    /// The client went over a rate with `on_limit: close`.
-    Limited,
-    /// The client accepted no data for `pong_timeout`.
-    Stalled,
-    /// The client did not answer a ping within `pong_timeout`.
-    PongTimeout,
-}
-
-enum First {
-    Up(End),
-    Down(End),
-    Shutdown,
-    Expired,
-    Idle,
-    Kicked(Kick),
-}
-
-/// Session-wide times, shared by the pumps (same task, so relaxed atomics suffice).
-struct Clock {
-    started: Instant,
-    /// Milliseconds since `started` of the last data frame either way.
-    activity: AtomicU64,
-    /// Milliseconds since `started` of the last pong from the client.
-    pong: AtomicU64,
-}
-
-impl Clock {
-    fn ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn touch(&self) {
-        self.activity.store(self.ms(), Ordering::Relaxed);
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.started + Duration::from_millis(ms)
-    }
-}
-
 /// Relays until either side closes or a limit, timer or `shutdown` ends the session.
+/// `client_early` / `backend_early` are bytes each peer sent before the relay took over.
 pub async fn run<C, B>(
-    client: WebSocketStream<C>,
-    backend: WebSocketStream<B>,
+    client: (C, &[u8]),
+    backend: (B, &[u8]),
     metrics: &RouteMetrics,
     shutdown: &CancellationToken,
     policy: &Policy,
@@ -151,173 +96,108 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut backend_tx, mut backend_rx) = backend.split();
-    let clock = Clock {
-        started: Instant::now(),
-        activity: AtomicU64::new(0),
-        pong: AtomicU64::new(0),
-    };
+    let max_message = policy.max_message_size as u64;
+    let now = Instant::now();
     let timeouts = &policy.timeouts;
-    let mut up_traffic = Traffic::default();
-    let mut down_traffic = Traffic::default();
-    let mut dropped = 0;
-    let first = {
-        let up = pump(
-            &mut client_rx,
-            &mut backend_tx,
-            Hooks {
-                traffic: &mut up_traffic,
-                metrics,
-                up: true,
-                clock: &clock,
-                limits: Some((&policy.limits, &mut dropped)),
-                keepalive: None,
+    let mut session = Session {
+        client: client.0,
+        backend: backend.0,
+        up: Pump::new(
+            Rules {
+                masked: true,
+                max_message,
+                utf8: true,
             },
-        );
-        let down = pump(
-            &mut backend_rx,
-            &mut client_tx,
-            Hooks {
-                traffic: &mut down_traffic,
-                metrics,
-                up: false,
-                clock: &clock,
-                limits: None,
-                keepalive: Some(timeouts),
+            client.1,
+            true,
+        ),
+        down: Pump::new(
+            Rules {
+                masked: false,
+                max_message,
+                utf8: false,
             },
-        );
-        tokio::select! {
-            end = up => First::Up(end),
-            end = down => First::Down(end),
-            () = shutdown.cancelled() => First::Shutdown,
-            () = sleep_until_some(policy.expires) => First::Expired,
-            () = idle(&clock, timeouts.idle) => First::Idle,
-            kick = kicked(policy.kicked.clone()) => First::Kicked(kick),
-        }
-        // The other pump is dropped here; a message it was relaying is lost with the session.
+            backend.1,
+            false,
+        ),
+        first: None,
+        metrics,
+        policy,
+        sleep: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
+        armed: now + timeouts.idle,
+        fired: false,
+        last_activity: now,
+        idle_check: now + timeouts.idle,
+        next_ping: now + timeouts.ping_interval,
+        awaiting_pong: None,
+        close_by: None,
+        client_close: None,
     };
-    let (code, by, reason) = describe(&first);
-    // Finish the closing handshake, the healthy side first, all within one bounded wait.
-    let wind_down = async {
-        let away = || Some(close(CloseCode::Away, "going away"));
-        match first {
-            First::Up(End::Closed(_)) => {
-                finish(&mut client_tx, None).await;
-                drain(&mut backend_rx).await;
-            }
-            First::Up(End::SourceFailed(error)) => {
-                finish(&mut backend_tx, away()).await;
-                if let Some(reply) = error.as_ref().and_then(protocol_close) {
-                    finish(&mut client_tx, Some(reply)).await;
-                }
-                drain(&mut backend_rx).await;
-            }
-            First::Up(End::SinkFailed) | First::Down(End::SourceFailed(_)) => {
-                finish(
-                    &mut client_tx,
-                    Some(close(CloseCode::from(1014), "bad gateway")),
-                )
-                .await;
-                drain(&mut client_rx).await;
-            }
-            First::Down(End::Closed(_)) => {
-                finish(&mut backend_tx, None).await;
-                drain(&mut client_rx).await;
-            }
-            First::Down(End::SinkFailed) => {
-                finish(&mut backend_tx, away()).await;
-                drain(&mut backend_rx).await;
-            }
-            First::Down(End::Stalled) => {
-                // The client is not reading: its close frame gets one short try.
-                finish(&mut backend_tx, away()).await;
-                drain(&mut backend_rx).await;
-                let last_word = finish(
-                    &mut client_tx,
-                    Some(close(CloseCode::Policy, "slow consumer")),
-                );
-                drop(tokio::time::timeout(STALLED_CLOSE, last_word).await);
-            }
-            First::Up(End::Limited) => {
-                finish(&mut backend_tx, away()).await;
-                finish(&mut client_tx, Some(close(CloseCode::Policy, "rate limit"))).await;
-                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
-            }
-            First::Expired => {
-                finish(&mut backend_tx, away()).await;
-                finish(
-                    &mut client_tx,
-                    Some(close(CloseCode::from(4001), "token expired")),
-                )
-                .await;
-                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
-            }
-            First::Idle | First::Down(End::PongTimeout) => {
-                finish(&mut backend_tx, away()).await;
-                finish(&mut client_tx, Some(close(CloseCode::Away, "idle timeout"))).await;
-                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
-            }
-            First::Kicked(kick) => {
-                finish(&mut backend_tx, away()).await;
-                finish(
-                    &mut client_tx,
-                    Some(close(CloseCode::from(kick.code), kick.reason)),
-                )
-                .await;
-                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
-            }
-            First::Shutdown => {
-                finish(&mut client_tx, away()).await;
-                finish(&mut backend_tx, away()).await;
-                tokio::join!(drain(&mut client_rx), drain(&mut backend_rx));
-            }
-            // Pumps in the other direction never end this way.
-            First::Up(End::Stalled | End::PongTimeout) | First::Down(End::Limited) => {}
-        }
+    let mut cancelled = std::pin::pin!(shutdown.cancelled());
+    let mut kick = std::pin::pin!(kicked(policy.kicked.clone()));
+    std::future::poll_fn(|cx| session.poll(cx, cancelled.as_mut(), kick.as_mut())).await;
+    session.report();
+    // The closing handshake is done (or timed out): end both connections.
+    let Session {
+        mut client,
+        mut backend,
+        up,
+        down,
+        first,
+        ..
+    } = session;
+    let goodbye = async {
+        let _ = tokio::join!(client.shutdown(), backend.shutdown());
     };
-    drop(tokio::time::timeout(CLOSE_TIMEOUT, wind_down).await);
+    drop(tokio::time::timeout(Duration::from_secs(1), goodbye).await);
+    let (code, by, reason) = first
+        .as_ref()
+        .map_or((ABNORMAL, "proxy", "unexpected"), describe);
     Outcome {
         code,
         by,
         reason,
-        up: up_traffic,
-        down: down_traffic,
-        dropped,
+        up: up.traffic,
+        down: down.traffic,
+        dropped: up.dropped,
     }
+}
+
+/// What ended the session first.
+#[derive(Debug)]
+enum First {
+    Up(Stop),
+    Down(Stop),
+    Stalled,
+    PongTimeout,
+    Shutdown,
+    Expired,
+    Idle,
+    Kicked(Kick),
 }
 
 /// The close code the client saw, who ended the session, and why.
 fn describe(first: &First) -> (u16, &'static str, &'static str) {
     match first {
-        First::Up(End::Closed(frame)) => (code_of(frame), "client", "client closed"),
-        First::Up(End::SourceFailed(error)) => match error.as_ref().and_then(protocol_close) {
-            Some(reply) => (u16::from(reply.code), "client", "client protocol error"),
-            None => (ABNORMAL, "client", "client vanished"),
-        },
-        First::Up(End::SinkFailed) | First::Down(End::SourceFailed(_)) => {
+        First::Up(Stop::Closed(code)) => (code.unwrap_or(1005), "client", "client closed"),
+        First::Up(Stop::Vanished) => (ABNORMAL, "client", "client vanished"),
+        First::Up(Stop::Violated(violation)) => {
+            (violation.code(), "client", "client protocol error")
+        }
+        First::Up(Stop::SinkFailed) | First::Down(Stop::Vanished) => {
             (1014, "backend", "backend vanished")
         }
-        First::Down(End::Closed(frame)) => (code_of(frame), "backend", "backend closed"),
-        First::Down(End::SinkFailed) => (ABNORMAL, "client", "client vanished"),
-        First::Down(End::Stalled) => (1008, "proxy", "slow consumer"),
-        First::Down(End::PongTimeout) => (1001, "proxy", "no pong"),
-        First::Up(End::Limited) => (1008, "proxy", "rate limit"),
+        First::Down(Stop::Violated(_)) => (1014, "backend", "backend protocol error"),
+        First::Down(Stop::Closed(code)) => (code.unwrap_or(1005), "backend", "backend closed"),
+        First::Down(Stop::SinkFailed) => (ABNORMAL, "client", "client vanished"),
+        First::Up(Stop::Limited) => (1008, "proxy", "rate limit"),
+        First::Stalled => (1008, "proxy", "slow consumer"),
+        First::PongTimeout => (1001, "proxy", "no pong"),
         First::Idle => (1001, "proxy", "idle timeout"),
         First::Shutdown => (1001, "proxy", "shutting down"),
         First::Expired => (4001, "proxy", "token expired"),
         First::Kicked(kick) => (kick.code, "proxy", kick.reason),
-        First::Up(End::Stalled | End::PongTimeout) | First::Down(End::Limited) => {
-            (ABNORMAL, "proxy", "unexpected")
-        }
-    }
-}
-
-/// Completes at `deadline`, or never.
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+        First::Down(Stop::Limited) => (ABNORMAL, "proxy", "unexpected"),
     }
 }
 
@@ -334,209 +214,697 @@ async fn kicked(mut receiver: watch::Receiver<Option<Kick>>) -> Kick {
     }
 }
 
-/// Completes once no data frame has passed for `idle`.
-async fn idle(clock: &Clock, idle: Duration) {
-    loop {
-        let deadline = clock.at(clock.activity.load(Ordering::Relaxed)) + idle;
-        if Instant::now() >= deadline {
+struct Session<'a, C, B> {
+    client: C,
+    backend: B,
+    up: Pump,
+    down: Pump,
+    first: Option<First>,
+    metrics: &'a RouteMetrics,
+    policy: &'a Policy,
+    /// The session's one timer, armed for the earliest deadline below.
+    sleep: Pin<Box<Sleep>>,
+    armed: Instant,
+    fired: bool,
+    last_activity: Instant,
+    /// When to look at `last_activity` again (moved on lazily, not per message).
+    idle_check: Instant,
+    next_ping: Instant,
+    /// When the ping still waiting for its pong was queued.
+    awaiting_pong: Option<Instant>,
+    /// The session is closing and ends by then whatever the peers do.
+    close_by: Option<Instant>,
+    /// The code of a close frame the client sent (echoed if the backend cannot answer it).
+    client_close: Option<Option<u16>>,
+}
+
+impl<C, B> Session<'_, C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll<S, K>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut shutdown: Pin<&mut S>,
+        mut kick: Pin<&mut K>,
+    ) -> Poll<()>
+    where
+        S: Future<Output = ()>,
+        K: Future<Output = Kick>,
+    {
+        loop {
+            if self.first.is_none() {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    self.proxy_close(First::Shutdown);
+                } else if let Poll::Ready(kick) = kick.as_mut().poll(cx) {
+                    self.proxy_close(First::Kicked(kick));
+                }
+            }
+            let limits = Some(&self.policy.limits);
+            if let Poll::Ready(stop) = self.up.poll(
+                cx,
+                &mut self.client,
+                &mut self.backend,
+                limits,
+                self.metrics,
+            ) {
+                self.up_stopped(stop);
+                continue;
+            }
+            if let Poll::Ready(stop) =
+                self.down
+                    .poll(cx, &mut self.backend, &mut self.client, None, self.metrics)
+            {
+                self.down_stopped(stop);
+                continue;
+            }
+            if std::mem::take(&mut self.up.active) | std::mem::take(&mut self.down.active) {
+                self.last_activity = Instant::now();
+            }
+            if std::mem::take(&mut self.up.pong) {
+                self.awaiting_pong = None;
+            }
+            self.report();
+            if self.first.is_some() && self.up.settled() && self.down.settled() {
+                return Poll::Ready(());
+            }
+            let next = self.next_deadline();
+            if self.fired || next < self.armed {
+                self.sleep.as_mut().reset(next);
+                self.armed = next;
+                self.fired = false;
+            }
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.fired = true;
+                    if self.timers(Instant::now()) {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The earliest moment something must be looked at.
+    fn next_deadline(&self) -> Instant {
+        if let Some(by) = self.close_by {
+            return by;
+        }
+        let timeouts = &self.policy.timeouts;
+        let mut next = self.idle_check.min(self.next_ping);
+        if let Some(expires) = self.policy.expires {
+            next = next.min(expires);
+        }
+        if let Some(sent) = self.awaiting_pong {
+            next = next.min(sent + timeouts.pong_timeout);
+        }
+        if let Some(since) = self.down.blocked_since {
+            next = next.min(since + timeouts.pong_timeout);
+        }
+        next
+    }
+
+    /// Acts on every deadline that has passed; true when the session must end now.
+    fn timers(&mut self, now: Instant) -> bool {
+        if let Some(by) = self.close_by {
+            return now >= by;
+        }
+        let timeouts = self.policy.timeouts;
+        if self.policy.expires.is_some_and(|at| now >= at) {
+            self.proxy_close(First::Expired);
+        } else if self
+            .down
+            .blocked_since
+            .is_some_and(|since| now >= since + timeouts.pong_timeout)
+        {
+            // The client accepts nothing: it cannot take a close frame either.
+            self.first = Some(First::Stalled);
+            self.close_by = Some(now + CLOSE_TIMEOUT);
+            self.down.dst_dead = true;
+            self.down.mode = Mode::Discard;
+            self.up.mode = Mode::Done;
+            self.up.own_close(1001, "going away");
+        } else if self
+            .awaiting_pong
+            .is_some_and(|sent| now >= sent + timeouts.pong_timeout)
+        {
+            self.proxy_close(First::PongTimeout);
+        } else if now >= self.idle_check {
+            let due = self.last_activity + timeouts.idle;
+            if now >= due {
+                self.proxy_close(First::Idle);
+            } else {
+                self.idle_check = due;
+            }
+        }
+        if self.first.is_none() && now >= self.next_ping {
+            self.next_ping = now + timeouts.ping_interval;
+            if self.awaiting_pong.is_none() && self.down.own.is_none() {
+                self.down.own = Some(Own::new(Opcode::Ping, KEEPALIVE, None, false));
+                self.awaiting_pong = Some(now);
+            }
+        }
+        false
+    }
+
+    /// The proxy ends the session: the client gets `code`, the backend 1001, each between
+    /// frames; then both peers' close frames are awaited.
+    fn proxy_close(&mut self, first: First) {
+        let (code, reason) = match &first {
+            First::Up(Stop::Limited) => (1008, "rate limit"),
+            First::Expired => (4001, "token expired"),
+            First::Idle | First::PongTimeout => (1001, "idle timeout"),
+            First::Kicked(kick) => (kick.code, kick.reason),
+            _ => (1001, "going away"),
+        };
+        self.begin(first);
+        self.down.own_close(code, reason);
+        self.down.until_boundary();
+        self.up.own_close(1001, "going away");
+        self.up.until_boundary();
+    }
+
+    fn begin(&mut self, first: First) {
+        if self.first.is_none() {
+            self.first = Some(first);
+            self.close_by = Some(Instant::now() + CLOSE_TIMEOUT);
+        }
+    }
+
+    fn up_stopped(&mut self, stop: Stop) {
+        match stop {
+            // Forwarded to the backend; its answer comes back through the down pump.
+            Stop::Closed(code) => {
+                self.client_close = Some(code);
+                self.begin(First::Up(stop));
+            }
+            Stop::Vanished => {
+                self.begin(First::Up(stop));
+                self.up.own_close(1001, "going away");
+                self.down.dst_dead = true;
+                self.down.mode = Mode::Discard;
+            }
+            Stop::Violated(violation) => {
+                self.begin(First::Up(stop));
+                self.down.own_close(violation.code(), violation.reason());
+                self.down.until_boundary();
+                self.up.own_close(1001, "going away");
+            }
+            Stop::SinkFailed => {
+                self.begin(First::Up(stop));
+                self.down.own_close(1014, "bad gateway");
+                self.down.until_boundary();
+                self.up.mode = Mode::Discard;
+            }
+            Stop::Limited => self.proxy_close(First::Up(stop)),
+        }
+    }
+
+    fn down_stopped(&mut self, stop: Stop) {
+        match stop {
+            // Forwarded to the client, who answers through the up pump.
+            Stop::Closed(_) => self.begin(First::Down(stop)),
+            Stop::Vanished | Stop::Violated(_) => {
+                let violated = matches!(stop, Stop::Violated(_));
+                self.begin(First::Down(stop));
+                match self.client_close {
+                    // The client had closed: it gets its own close back.
+                    Some(code) => match code {
+                        Some(code) => self.down.own_close(code, ""),
+                        None => self.down.own = Some(Own::new(Opcode::Close, &[], None, true)),
+                    },
+                    None => self.down.own_close(1014, "bad gateway"),
+                }
+                if violated {
+                    self.up.own_close(1002, "protocol error");
+                } else {
+                    self.up.dst_dead = true;
+                }
+                if self.up.mode == Mode::Forward {
+                    self.up.mode = Mode::Discard;
+                }
+            }
+            Stop::SinkFailed => {
+                self.begin(First::Down(stop));
+                self.up.mode = Mode::Done;
+                self.up.own_close(1001, "going away");
+                self.down.mode = Mode::Discard;
+            }
+            Stop::Limited => {}
+        }
+    }
+
+    /// Adds what the pumps moved to the route's counters, once per wake-up.
+    fn report(&mut self) {
+        let metrics = self.metrics;
+        for (pump, messages, bytes) in [
+            (&mut self.up, &metrics.messages_up, &metrics.bytes_up),
+            (&mut self.down, &metrics.messages_down, &metrics.bytes_down),
+        ] {
+            let unreported = std::mem::take(&mut pump.unreported);
+            if unreported.messages > 0 {
+                messages.inc_by(unreported.messages);
+            }
+            if unreported.bytes > 0 {
+                bytes.inc_by(unreported.bytes);
+            }
+        }
+    }
+}
+
+/// How a pump stopped forwarding.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Its source's close frame was forwarded.
+    Closed(Option<u16>),
+    /// Its source ended without a close frame.
+    Vanished,
+    /// Its source broke the protocol.
+    Violated(Violation),
+    /// Its destination could not be written.
+    SinkFailed,
+    /// The client went over a rate with `on_limit: close`.
+    Limited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Relaying.
+    Forward,
+    /// Relaying only to the end of the frame in progress, then `Discard`.
+    ToBoundary,
+    /// Reading and dropping frames until the source's close frame.
+    Discard,
+    /// The source is finished with.
+    Done,
+}
+
+/// A frame of the proxy's own waiting for a frame boundary.
+struct Own {
+    bytes: [u8; MAX_CONTROL_FRAME],
+    len: usize,
+    written: usize,
+    close: bool,
+}
+
+impl Own {
+    fn new(opcode: Opcode, payload: &[u8], mask: Option<[u8; 4]>, close: bool) -> Own {
+        let mut bytes = [0; MAX_CONTROL_FRAME];
+        let len = frame::encode_control(opcode, payload, mask, &mut bytes);
+        Own {
+            bytes,
+            len,
+            written: 0,
+            close,
+        }
+    }
+}
+
+/// A direction's bytes: a small buffer inside the task, a large one while data streams.
+struct Buffer {
+    small: [u8; SMALL],
+    large: Option<Box<[u8]>>,
+}
+
+impl Buffer {
+    fn bytes(&self) -> &[u8] {
+        self.large.as_deref().unwrap_or(&self.small)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.large {
+            Some(large) => large,
+            None => &mut self.small,
+        }
+    }
+}
+
+/// One direction: reads its source, checks frames, writes its destination.
+struct Pump {
+    buf: Buffer,
+    /// `buf[head..tail]` is read and not yet looked at...
+    head: usize,
+    tail: usize,
+    /// ...and `buf[out..head]` is decided for the destination and not yet written.
+    out: usize,
+    /// Bytes at `head` to drop once everything before them is written.
+    skip: usize,
+    /// The small buffer filled: read more before looking.
+    fill: bool,
+    reader: Reader,
+    mode: Mode,
+    /// The destination is the backend: the proxy's frames are masked, and the client's pongs
+    /// to the proxy's pings stop here.
+    to_backend: bool,
+    /// The destination holds part of a frame: nothing of the proxy's own may be written.
+    mid_frame: bool,
+    own: Option<Own>,
+    unflushed: bool,
+    /// A forwarded close frame is among the bytes not yet written.
+    close_queued: bool,
+    /// The destination has been sent a close frame.
+    dst_closed: bool,
+    /// The destination cannot be written any more.
+    dst_dead: bool,
+    /// The source sent its close frame, ended or broke the protocol.
+    src_done: bool,
+    /// Since when a write to the destination has been waiting.
+    blocked_since: Option<Instant>,
+    /// A data frame moved since the session last looked.
+    active: bool,
+    /// A pong arrived since the session last looked.
+    pong: bool,
+    /// The message in progress is being dropped (`on_limit: drop`).
+    dropping: bool,
+    dropped: u64,
+    traffic: Traffic,
+    unreported: Traffic,
+}
+
+impl Pump {
+    fn new(rules: Rules, early: &[u8], to_backend: bool) -> Pump {
+        let mut buf = Buffer {
+            small: [0; SMALL],
+            large: None,
+        };
+        if early.len() > SMALL {
+            buf.large = Some(vec![0; early.len().max(LARGE)].into_boxed_slice());
+        }
+        buf.bytes_mut()[..early.len()].copy_from_slice(early);
+        Pump {
+            buf,
+            head: 0,
+            tail: early.len(),
+            out: 0,
+            skip: 0,
+            fill: false,
+            reader: Reader::new(rules),
+            mode: Mode::Forward,
+            to_backend,
+            mid_frame: false,
+            own: None,
+            unflushed: false,
+            close_queued: false,
+            dst_closed: false,
+            dst_dead: false,
+            src_done: false,
+            blocked_since: None,
+            active: false,
+            pong: false,
+            dropping: false,
+            dropped: 0,
+            traffic: Traffic::default(),
+            unreported: Traffic::default(),
+        }
+    }
+
+    /// Queues a close frame of the proxy's own for the destination (masked towards the
+    /// backend), unless the destination already has one.
+    fn own_close(&mut self, code: u16, reason: &str) {
+        if self.dst_closed || self.close_queued || self.own.as_ref().is_some_and(|own| own.close) {
             return;
         }
-        tokio::time::sleep_until(deadline).await;
+        let mask = self.to_backend.then(mask_key);
+        let (payload, len) = frame::close_payload(code, reason);
+        self.own = Some(Own::new(Opcode::Close, &payload[..len], mask, true));
     }
-}
 
-/// What a pump does besides moving messages.
-struct Hooks<'a> {
-    traffic: &'a mut Traffic,
-    metrics: &'a RouteMetrics,
-    up: bool,
-    clock: &'a Clock,
-    /// Client-to-backend: the rates, and the count of dropped messages.
-    limits: Option<(&'a MessageLimits, &'a mut u64)>,
-    /// Backend-to-client: pings, pong deadline and the write-stall bound.
-    keepalive: Option<&'a Timeouts>,
-}
-
-impl Hooks<'_> {
-    fn count(&mut self, bytes: usize) {
-        let bytes = bytes as u64;
-        self.traffic.messages += 1;
-        self.traffic.bytes += bytes;
-        let (messages, total) = if self.up {
-            (&self.metrics.messages_up, &self.metrics.bytes_up)
-        } else {
-            (&self.metrics.messages_down, &self.metrics.bytes_down)
-        };
-        messages.inc();
-        total.inc_by(bytes);
-        self.clock.touch();
+    fn until_boundary(&mut self) {
+        if self.mode == Mode::Forward {
+            self.mode = Mode::ToBoundary;
+        }
     }
-}
 
-/// Sends on `sink`, bounded by `stall` when the peer must keep up.
-async fn write<F>(stall: Option<Duration>, send: F) -> Result<(), End>
-where
-    F: Future<Output = Result<(), WsError>>,
-{
-    match stall {
-        Some(limit) => match tokio::time::timeout(limit, send).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::SinkFailed),
-            Err(_) => Err(End::Stalled),
-        },
-        None => send.await.map_err(|_| End::SinkFailed),
+    /// Nothing left to do for this direction.
+    fn settled(&self) -> bool {
+        let written = self.dst_dead
+            || (self.out == self.head && self.own.is_none() && !self.unflushed && self.skip == 0);
+        written && (self.src_done || self.mode == Mode::Done)
     }
-}
 
-/// Moves messages from `source` to `sink` until one of them ends or a hook stops it.
-async fn pump<Src, Dst>(source: &mut Src, sink: &mut Dst, mut hooks: Hooks<'_>) -> End
-where
-    Src: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
-    Dst: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
-    let stall = hooks.keepalive.map(|t| t.pong_timeout);
-    let mut pings = hooks.keepalive.map(|t| {
-        let mut interval =
-            tokio::time::interval_at(Instant::now() + t.ping_interval, t.ping_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    });
-    // When the ping still waiting for its pong was sent (ms since the session started).
-    let mut awaiting_pong: Option<u64> = None;
-    let mut unflushed = false;
-    loop {
-        let item = if unflushed {
-            // Keep batching while more messages are already waiting; flush once it runs dry.
-            match source.next().now_or_never() {
-                Some(item) => item,
-                None => {
-                    if let Err(end) = write(stall, sink.flush()).await {
-                        return end;
+    /// The next `len` bytes go to the destination (after those already decided).
+    fn forward(&mut self, len: usize) {
+        self.head += len;
+    }
+
+    /// Moves bytes until the source or destination would block, or the pump stops.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+        dst: &mut W,
+        limits: Option<&MessageLimits>,
+        metrics: &RouteMetrics,
+    ) -> Poll<Stop>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.dst_dead {
+                self.out = self.head;
+                self.own = None;
+                self.unflushed = false;
+            }
+            // 1. What is decided for the destination.
+            if self.out < self.head {
+                let pending = &self.buf.bytes()[self.out..self.head];
+                match Pin::new(&mut *dst).poll_write(cx, pending) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.out += n;
+                        self.wrote();
+                        if self.out == self.head && self.close_queued {
+                            self.close_queued = false;
+                            self.dst_closed = true;
+                        }
+                        continue;
                     }
-                    unflushed = false;
+                    Poll::Pending => return self.blocked(),
+                    Poll::Ready(_) => return self.sink_failed(),
+                }
+            }
+            // 2. A frame of the proxy's own, between frames.
+            if !self.mid_frame
+                && let Some(own) = &mut self.own
+            {
+                match Pin::new(&mut *dst).poll_write(cx, &own.bytes[own.written..own.len]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        own.written += n;
+                        if own.written == own.len {
+                            self.dst_closed |= own.close;
+                            self.own = None;
+                        }
+                        self.wrote();
+                        continue;
+                    }
+                    Poll::Pending => return self.blocked(),
+                    Poll::Ready(_) => return self.sink_failed(),
+                }
+            }
+            // 3. What is decided against.
+            if self.skip > 0 {
+                self.head += self.skip;
+                self.out = self.head;
+                self.skip = 0;
+            }
+            if self.mode == Mode::ToBoundary && !self.mid_frame {
+                self.mode = Mode::Discard;
+                if self.own.is_some() {
                     continue;
                 }
             }
-        } else {
-            let pong_due = awaiting_pong
-                .zip(hooks.keepalive)
-                .map(|(sent, t)| hooks.clock.at(sent) + t.pong_timeout);
-            tokio::select! {
-                item = source.next() => item,
-                _ = tick(&mut pings) => {
-                    if awaiting_pong.is_none() {
-                        awaiting_pong = Some(hooks.clock.ms());
-                        if let Err(end) = write(stall, sink.send(Message::Ping(Default::default()))).await {
-                            return end;
+            // 4. The next header, control frame or payload chunk.
+            let mut need_more = false;
+            if self.head < self.tail && !self.fill && self.mode != Mode::Done {
+                let discard = self.mode == Mode::Discard;
+                let input = &self.buf.bytes()[self.head..self.tail];
+                match self.reader.step(input) {
+                    Err(violation) => {
+                        self.src_done = true;
+                        self.dst_dead |= self.mid_frame;
+                        self.mode = Mode::Done;
+                        if !discard {
+                            return Poll::Ready(Stop::Violated(violation));
                         }
                     }
-                    continue;
-                }
-                () = sleep_until_some(pong_due) => {
-                    let sent = awaiting_pong.take().unwrap_or_default();
-                    if hooks.clock.pong.load(Ordering::Relaxed) < sent {
-                        return End::PongTimeout;
-                    }
-                    continue;
-                }
-            }
-        };
-        let message = match item {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => return End::SourceFailed(Some(error)),
-            None => return End::SourceFailed(None),
-        };
-        match message {
-            Message::Text(_) | Message::Binary(_) => {
-                let len = message.len();
-                if let Some((limits, dropped)) = &mut hooks.limits
-                    && let Err(exceeded) = limits.admit(len)
-                {
-                    hooks.metrics.rate_limited(exceeded.kind());
-                    match limits.on_limit {
-                        OnLimit::Close => return End::Limited,
-                        OnLimit::Drop => {
-                            **dropped += 1;
+                    Ok(Step::NeedMore) => need_more = true,
+                    Ok(Step::Data {
+                        header,
+                        len,
+                        first,
+                        frame_end,
+                        message_end,
+                    }) => {
+                        if discard {
+                            self.skip = len;
                             continue;
                         }
+                        if let Some(limits) = limits
+                            && (first || !self.dropping)
+                        {
+                            let admitted = if first {
+                                self.dropping = false;
+                                limits.admit(header.len)
+                            } else {
+                                limits.admit_bytes(header.len)
+                            };
+                            if let Err(exceeded) = admitted {
+                                metrics.rate_limited(exceeded.kind());
+                                if first && limits.on_limit == OnLimit::Drop {
+                                    self.dropping = true;
+                                    self.dropped += 1;
+                                } else {
+                                    self.skip = len;
+                                    self.mode = Mode::Discard;
+                                    return Poll::Ready(Stop::Limited);
+                                }
+                            }
+                        }
+                        if self.dropping {
+                            self.skip = len;
+                            self.dropping = !message_end;
+                            continue;
+                        }
+                        if first {
+                            self.traffic.messages += 1;
+                            self.unreported.messages += 1;
+                        }
+                        self.traffic.bytes += header.len;
+                        self.unreported.bytes += header.len;
+                        self.forward(len);
+                        self.mid_frame = !frame_end;
+                        self.active = true;
+                        continue;
+                    }
+                    Ok(Step::Payload {
+                        len,
+                        frame_end,
+                        message_end,
+                    }) => {
+                        if discard || self.dropping {
+                            self.skip = len;
+                            if message_end {
+                                self.dropping = false;
+                            }
+                            continue;
+                        }
+                        self.forward(len);
+                        self.mid_frame = !frame_end;
+                        self.active = true;
+                        continue;
+                    }
+                    Ok(Step::Control {
+                        header,
+                        len,
+                        payload,
+                    }) => {
+                        let keep = match header.opcode {
+                            Opcode::Close => {
+                                self.src_done = true;
+                                self.mode = Mode::Done;
+                                if !discard {
+                                    self.forward(len);
+                                    self.close_queued = true;
+                                    return Poll::Ready(Stop::Closed(payload.close_code()));
+                                }
+                                true
+                            }
+                            Opcode::Pong => {
+                                self.pong = true;
+                                discard || (self.to_backend && payload.payload() == KEEPALIVE)
+                            }
+                            _ => discard,
+                        };
+                        if keep {
+                            self.skip = len;
+                        } else {
+                            self.forward(len);
+                        }
+                        continue;
                     }
                 }
-                hooks.count(len);
-                if let Err(end) = write(stall, sink.feed(message)).await {
-                    return end;
+            }
+            if self.mode == Mode::Done {
+                return self.idle(cx, dst);
+            }
+            // 5. Read more.
+            if self.head == self.tail {
+                (self.head, self.tail, self.out) = (0, 0, 0);
+            } else if need_more && self.head > 0 {
+                let (head, tail) = (self.head, self.tail);
+                self.buf.bytes_mut().copy_within(head..tail, 0);
+                (self.head, self.tail, self.out) = (0, tail - head, 0);
+            }
+            if self.buf.large.is_none() && self.tail == SMALL {
+                let mut large = vec![0; LARGE].into_boxed_slice();
+                large[..SMALL].copy_from_slice(&self.buf.small);
+                self.buf.large = Some(large);
+            }
+            let tail = self.tail;
+            let mut room = ReadBuf::new(&mut self.buf.bytes_mut()[tail..]);
+            match Pin::new(&mut *src).poll_read(cx, &mut room) {
+                Poll::Ready(Ok(())) if !room.filled().is_empty() => {
+                    self.tail += room.filled().len();
+                    self.fill = self.buf.large.is_none() && self.tail == SMALL;
                 }
-                unflushed = true;
+                Poll::Ready(_) => {
+                    // End of stream or a read error: the source is gone, and a frame it was
+                    // sending can never be finished at the destination.
+                    self.src_done = true;
+                    self.dst_dead |= self.mid_frame;
+                    let was = std::mem::replace(&mut self.mode, Mode::Done);
+                    if was == Mode::Forward {
+                        return Poll::Ready(Stop::Vanished);
+                    }
+                }
+                Poll::Pending if self.fill => self.fill = false,
+                Poll::Pending => {
+                    if self.head == self.tail {
+                        // Running dry: the large buffer goes back.
+                        self.buf.large = None;
+                        (self.head, self.tail, self.out) = (0, 0, 0);
+                    }
+                    return self.idle(cx, dst);
+                }
             }
-            Message::Close(frame) => {
-                // Best effort: the other side may already be gone.
-                let _ = write(stall, sink.send(Message::Close(frame.clone()))).await;
-                return End::Closed(frame);
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.unflushed = true;
+        self.blocked_since = None;
+    }
+
+    fn blocked(&mut self) -> Poll<Stop> {
+        self.blocked_since.get_or_insert_with(Instant::now);
+        Poll::Pending
+    }
+
+    fn sink_failed(&mut self) -> Poll<Stop> {
+        self.dst_dead = true;
+        self.blocked_since = None;
+        Poll::Ready(Stop::SinkFailed)
+    }
+
+    /// Nothing to read: flush what was written.
+    fn idle<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, dst: &mut W) -> Poll<Stop> {
+        if self.unflushed && !self.dst_dead {
+            match Pin::new(&mut *dst).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Pending => return self.blocked(),
+                Poll::Ready(Err(_)) => return self.sink_failed(),
             }
-            // Only the up pump reads the client, whose pongs answer the down pump's pings.
-            Message::Pong(_) if hooks.up => hooks
-                .clock
-                .pong
-                .store(hooks.clock.ms().max(1), Ordering::Relaxed),
-            // Answered hop by hop by tungstenite; never produced by reads.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
+        Poll::Pending
     }
 }
 
-/// The next ping tick, or never without keepalive.
-async fn tick(pings: &mut Option<tokio::time::Interval>) {
-    match pings {
-        Some(interval) => {
-            interval.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Sends a close frame, or with `None` flushes the close reply tungstenite has queued.
-async fn finish<Dst>(sink: &mut Dst, frame: Option<CloseFrame>)
-where
-    Dst: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
-    if let Some(frame) = frame {
-        let _ = sink.send(Message::Close(Some(frame))).await;
-    }
-    let _ = sink.flush().await;
-}
-
-/// Reads and discards until the peer's close arrives or the stream ends.
-async fn drain<Src>(source: &mut Src)
-where
-    Src: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    while let Some(Ok(message)) = source.next().await {
-        if message.is_close() {
-            // Reading once more sends tungstenite's queued reply, if any.
-            let _ = source.next().now_or_never();
-            break;
-        }
-    }
-}
-
-fn close(code: CloseCode, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }
-}
-
-fn code_of(frame: &Option<CloseFrame>) -> u16 {
-    frame.as_ref().map_or(1005, |f| u16::from(f.code))
-}
-
-/// The close a protocol error from a peer deserves (RFC 6455 section 7.4.1).
-fn protocol_close(error: &WsError) -> Option<CloseFrame> {
-    match error {
-        WsError::Capacity(_) => Some(close(CloseCode::Size, "message too big")),
-        WsError::Utf8(_) => Some(close(CloseCode::Invalid, "invalid UTF-8")),
-        // A peer that just went away is not a protocol error worth a close frame.
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Protocol(_) => Some(close(CloseCode::Protocol, "protocol error")),
-        _ => None,
-    }
+/// A masking key for the proxy's own frames to the backend.
+fn mask_key() -> [u8; 4] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = std::collections::hash_map::RandomState::new()
+        .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (seed as u32).to_ne_bytes()
 }

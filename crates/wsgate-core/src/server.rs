@@ -23,12 +23,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
-use tokio_tungstenite::WebSocketStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::auth::{self, Principal, token};
 use crate::backend::{self, Answer, Outgoing};
@@ -571,6 +571,18 @@ fn switching_protocols(
     response
 }
 
+/// The socket under hyper's upgrade wrapper (hyper hands back the type it was given), so the
+/// relay reads and writes it directly, and the bytes hyper had already read past the head.
+fn bare<T>(upgraded: Upgraded) -> (Either<T, TokioIo<Upgraded>>, Bytes)
+where
+    TokioIo<T>: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    match upgraded.downcast::<TokioIo<T>>() {
+        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => (Either::Right(TokioIo::new(upgraded)), Bytes::new()),
+    }
+}
+
 /// The live session, from the upgraded sockets to the access log line.
 async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let Pending {
@@ -585,13 +597,12 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     } = pending;
     let route = entry.route.name.as_str();
     let client = match client.await {
-        Ok(client) => TokioIo::new(client),
+        Ok(client) => client,
         Err(error) => return debug!(%peer, route, %error, "client upgrade failed"),
     };
-    let client =
-        WebSocketStream::from_raw_socket(client, Role::Server, Some(entry.websocket)).await;
-    let backend =
-        WebSocketStream::from_raw_socket(backend, Role::Client, Some(entry.websocket)).await;
+    trace!(%peer, route, "relaying");
+    let (client, client_early) = bare::<TlsStream<TcpStream>>(client);
+    let (backend, backend_early) = bare::<TcpStream>(backend.into_inner());
     entry.metrics.active.inc();
     let registration = shared
         .registry
@@ -599,10 +610,18 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let policy = relay::Policy {
         limits: MessageLimits::new(&entry.route.limits),
         timeouts: entry.route.timeouts,
+        max_message_size: entry.route.limits.max_message_size,
         expires,
         kicked: registration.kicked.clone(),
     };
-    let outcome = relay::run(client, backend, &entry.metrics, &shared.draining, &policy).await;
+    let outcome = relay::run(
+        (client, &client_early),
+        (backend, &backend_early),
+        &entry.metrics,
+        &shared.draining,
+        &policy,
+    )
+    .await;
     // The session leaves the registry, and its subject slot is free, before it stops
     // counting as active.
     drop(registration);

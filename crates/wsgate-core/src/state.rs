@@ -12,7 +12,6 @@ use std::sync::Arc;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -24,14 +23,13 @@ use crate::ratelimit::{PerIp, Subjects};
 use crate::registry::{Kick, Session};
 use crate::router::Router;
 use crate::server::{Error, Shared};
-use crate::{origin, relay, tls};
+use crate::{origin, tls};
 
 /// A route with what it needs at run time, built once per configuration.
 #[derive(Debug)]
 pub struct RouteEntry {
     pub route: Route,
     pub metrics: RouteMetrics,
-    pub websocket: WebSocketConfig,
     pub per_ip: Arc<PerIp>,
     pub subjects: Arc<Subjects>,
 }
@@ -101,7 +99,6 @@ impl State {
                 .filter(|old| old.route.limits == route.limits);
             RouteEntry {
                 metrics: metrics.route(&route.name),
-                websocket: relay::websocket_config(route.limits.max_message_size),
                 per_ip: kept.map_or_else(
                     || {
                         Arc::new(PerIp::new(
