@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if ["/dev", "/proc", "/sys"].iter().any(|dir| text.contains(dir)) {
+    if ["/dev", "/proc", "/sys"]
+        .iter()
+        .any(|dir| text.contains(dir))
+    {
         return;
     }
     let _ = units::duration(text);

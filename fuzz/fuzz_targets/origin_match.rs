@@ -36,13 +36,18 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(origin) = &origin {
         let exact = Pattern::parse(origin_text).expect("a valid origin is a valid pattern");
-        assert!(exact.matches(origin), "{origin_text:?} does not match itself");
+        assert!(
+            exact.matches(origin),
+            "{origin_text:?} does not match itself"
+        );
         assert!(!exact.to_string().contains('*'));
     }
     if let (Ok(pattern), Some(origin)) = (&pattern, &origin) {
         if pattern.matches(origin) {
             let printed = pattern.to_string();
-            let own = Pattern::parse(origin_text).expect("checked above").to_string();
+            let own = Pattern::parse(origin_text)
+                .expect("checked above")
+                .to_string();
             let (scheme, host, port) = parts(&printed);
             let (own_scheme, own_host, own_port) = parts(&own);
             assert_eq!((scheme, port), (own_scheme, own_port));
@@ -66,7 +71,11 @@ fuzz_target!(|data: &[u8]| {
                 allow_missing: false,
             };
             let allowed = origin::check(&origins, &headers).is_ok();
-            assert_eq!(allowed, pattern.matches(origin), "check disagrees on {origin_text:?}");
+            assert_eq!(
+                allowed,
+                pattern.matches(origin),
+                "check disagrees on {origin_text:?}"
+            );
         }
     } else if let (Ok(pattern), Ok(value)) = (&pattern, HeaderValue::from_str(origin_text)) {
         // An origin that does not parse is never allowed.

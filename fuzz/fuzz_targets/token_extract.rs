@@ -8,7 +8,8 @@
 //!
 //! Beyond "no panic", it checks the promise that no token reaches the backend: once a token
 //! was found, the forwarded headers, subprotocols and query carry no token in any transport
-//! the route reads, and no `Authorization: Bearer` value at all.
+//! the route reads, no copy of it in any transport at all (as wsgate would read it), no
+//! `Authorization: Bearer` value, and no subprotocol entry equal to it.
 #![no_main]
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -48,10 +49,7 @@ fn auth(selector: u8) -> Auth {
         subprotocol_marker: "bearer".into(),
         cookie_name: "access_token".into(),
         require_claims: Vec::new(),
-        forward_claims: vec![(
-            "sub".into(),
-            HeaderName::from_static("x-auth-subject"),
-        )],
+        forward_claims: vec![("sub".into(), HeaderName::from_static("x-auth-subject"))],
         on_expiry: OnExpiry::Close,
     }
 }
@@ -68,7 +66,9 @@ fn trim_ows(mut value: &[u8]) -> &[u8] {
 }
 
 fn request(head: &[u8]) -> Option<Request<()>> {
-    let mut lines = head.split(|b| *b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
     let uri = Uri::try_from(lines.next()?.to_vec()).ok()?;
     let mut headers = HeaderMap::new();
     for line in lines {
@@ -131,14 +131,28 @@ fuzz_target!(|data: &[u8]| {
 
     // What server.rs forwards to the backend.
     let mut forwarded = backend::end_to_end(headers);
-    token::strip_headers(&auth, &mut forwarded);
+    token::strip_headers(&auth, &found, &mut forwarded);
     let mut protocols = upgrade.protocols.clone();
-    token::strip_protocols(&auth, &mut protocols);
-    let rest = token::strip_query(&auth, query);
+    token::strip_protocols(&auth, &found, &mut protocols);
+    let rest = token::strip_query(&auth, &found, query);
     let again = token::extract(&auth, &forwarded, rest.as_deref(), &protocols);
     assert_eq!(again, Ok(None), "a token survives stripping: {found:?}");
+    // Nor does a copy in a transport the route does not read.
+    for transport in TRANSPORTS {
+        let mut only = auth.clone();
+        only.token_from = vec![transport];
+        let copy = token::extract(&only, &forwarded, rest.as_deref(), &protocols);
+        assert_ne!(
+            copy,
+            Ok(Some(found.clone())),
+            "a copy survives in {transport:?}"
+        );
+    }
     for value in forwarded.get_all(header::AUTHORIZATION) {
-        assert!(!is_bearer(value), "a bearer Authorization is forwarded: {value:?}");
+        assert!(
+            !is_bearer(value),
+            "a bearer Authorization is forwarded: {value:?}"
+        );
     }
     assert!(
         !protocols.contains(&found),

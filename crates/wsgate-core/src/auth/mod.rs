@@ -81,14 +81,27 @@ pub struct Principal {
     kid: Option<String>,
 }
 
+/// The longest wait on a token's `exp`. `exp` is whatever u64 the issuer signed, and adding
+/// it to `SystemTime` or `Instant` unchecked overflows (and panics) past about 2^63 seconds.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 impl Principal {
+    /// Time left until `exp` plus `leeway` (zero once passed), at most thirty years.
+    pub fn remaining(&self, leeway: Duration) -> Duration {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.exp))
+            .and_then(|exp| exp.checked_add(leeway))
+            .map_or(FAR_FUTURE, |deadline| {
+                deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+            })
+            .min(FAR_FUTURE)
+    }
+
     /// When the session must end: `exp` plus the provider's leeway, as a tokio instant.
     pub fn expires_at(&self, leeway: Duration) -> tokio::time::Instant {
-        let deadline = UNIX_EPOCH + Duration::from_secs(self.exp) + leeway;
-        let left = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        tokio::time::Instant::now() + left
+        tokio::time::Instant::now() + self.remaining(leeway)
     }
 }
 
@@ -107,8 +120,7 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExpiry {
         principal: &Arc<Principal>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        let exp = UNIX_EPOCH + Duration::from_secs(principal.exp);
-        Some(exp.duration_since(SystemTime::now()).unwrap_or_default())
+        Some(principal.remaining(Duration::ZERO))
     }
 }
 
@@ -367,6 +379,45 @@ mod tests {
         ] {
             assert!(precheck(&bad).is_err(), "{bad:.60} must be refused");
         }
+    }
+
+    /// Found by the `jwt_verify` fuzz target (fuzz/regressions/jwt_verify/): a correctly
+    /// signed token with `exp` 12329883889435672574 panicked in the verified-token cache
+    /// (`UNIX_EPOCH + exp` overflows), and would have in `expires_at` and the registry too.
+    #[test]
+    fn huge_exp_values_do_not_overflow() {
+        for exp in [
+            12_329_883_889_435_672_574,
+            u64::MAX,
+            1 << 62,
+            i64::MAX as u64,
+        ] {
+            let principal = Principal {
+                sub: None,
+                jti: None,
+                exp,
+                claims: Map::new(),
+                kid: None,
+            };
+            assert_eq!(principal.remaining(Duration::from_secs(30)), FAR_FUTURE);
+            assert!(principal.expires_at(Duration::MAX) > tokio::time::Instant::now());
+            let expiry = UntilExpiry;
+            let cached = moka::Expiry::expire_after_create(
+                &expiry,
+                &[0; 32],
+                &Arc::new(principal),
+                std::time::Instant::now(),
+            );
+            assert_eq!(cached, Some(FAR_FUTURE));
+        }
+        let past = Principal {
+            sub: None,
+            jti: None,
+            exp: 1,
+            claims: Map::new(),
+            kid: None,
+        };
+        assert_eq!(past.remaining(Duration::from_secs(30)), Duration::ZERO);
     }
 
     #[test]

@@ -171,8 +171,9 @@ fn percent_decode(text: &str) -> Result<String, Error> {
 }
 
 /// Removes `Authorization: Bearer` (always: no bearer token of any kind goes to a backend),
-/// the route's token cookie, and the client's copies of forwarded-claim headers.
-pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
+/// the route's token cookie, any cookie whose value is the request's `token` (a copy in a
+/// transport the route does not read), and the client's copies of forwarded-claim headers.
+pub fn strip_headers(auth: &Auth, token: &str, headers: &mut HeaderMap) {
     let keep: Vec<_> = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -183,16 +184,22 @@ pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
     for value in keep {
         headers.append(header::AUTHORIZATION, value);
     }
-    if auth.token_from.contains(&Transport::Cookie) && headers.contains_key(header::COOKIE) {
-        let rest: Vec<String> = headers
+    let transport = auth.token_from.contains(&Transport::Cookie);
+    let carries = |pair: &str| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (transport && name == auth.cookie_name) || value == token
+    };
+    let cookies = || {
+        headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .map(str::trim)
-            .filter(|pair| {
-                !pair.is_empty() && pair.split('=').next() != Some(auth.cookie_name.as_str())
-            })
+    };
+    if (transport && headers.contains_key(header::COOKIE)) || cookies().any(carries) {
+        let rest: Vec<String> = cookies()
+            .filter(|pair| !pair.is_empty() && !carries(pair))
             .map(str::to_owned)
             .collect();
         headers.remove(header::COOKIE);
@@ -207,32 +214,39 @@ pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the marker and the token entry that follows it; true when the marker was offered.
-pub fn strip_protocols(auth: &Auth, protocols: &mut Vec<String>) -> bool {
-    if !auth.token_from.contains(&Transport::Subprotocol) {
-        return false;
-    }
-    match protocols.iter().position(|p| *p == auth.subprotocol_marker) {
-        Some(at) => {
-            let end = (at + 2).min(protocols.len());
-            protocols.drain(at..end);
-            true
-        }
-        None => false,
-    }
+/// Removes the marker and the token entry that follows it, and any entry that is the
+/// request's `token` (offered without the marker, or on a route that does not read
+/// subprotocols); true when the marker was offered to a route that reads it.
+pub fn strip_protocols(auth: &Auth, token: &str, protocols: &mut Vec<String>) -> bool {
+    let marker = auth.token_from.contains(&Transport::Subprotocol)
+        && match protocols.iter().position(|p| *p == auth.subprotocol_marker) {
+            Some(at) => {
+                let end = (at + 2).min(protocols.len());
+                protocols.drain(at..end);
+                true
+            }
+            None => false,
+        };
+    protocols.retain(|p| p != token);
+    marker
 }
 
-/// The query without the token parameter (`None` when nothing is left).
-pub fn strip_query(auth: &Auth, query: Option<&str>) -> Option<String> {
+/// The query without the token parameter, nor any parameter whose (decoded) value is the
+/// request's `token` (`None` when nothing is left).
+pub fn strip_query(auth: &Auth, token: &str, query: Option<&str>) -> Option<String> {
     let query = query?;
-    if !auth.token_from.contains(&Transport::Query) {
+    let transport = auth.token_from.contains(&Transport::Query);
+    let carries = |pair: &str| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (transport && key == auth.query_param)
+            || percent_decode(value).is_ok_and(|value| value == token)
+    };
+    if !transport && !query.split('&').any(carries) {
         return Some(query.to_owned());
     }
     let rest: Vec<&str> = query
         .split('&')
-        .filter(|pair| {
-            !pair.is_empty() && pair.split('=').next() != Some(auth.query_param.as_str())
-        })
+        .filter(|pair| !pair.is_empty() && !carries(pair))
         .collect();
     (!rest.is_empty()).then(|| rest.join("&"))
 }
@@ -387,7 +401,7 @@ mod tests {
                 header::AUTHORIZATION,
                 HeaderValue::from_static("Basic dTpw"),
             );
-            strip_headers(&all, &mut forwarded);
+            strip_headers(&all, "a.b.c", &mut forwarded);
             let left: Vec<_> = forwarded.get_all(header::AUTHORIZATION).iter().collect();
             assert_eq!(left, ["Basic dTpw"], "{h:?}");
         }
@@ -409,7 +423,7 @@ mod tests {
             ("cookie", "theme=dark; access_token=a.b.c"),
             ("x-auth-subject", "spoofed"),
         ]);
-        strip_headers(&all, &mut h);
+        strip_headers(&all, "a.b.c", &mut h);
         assert!(h.get("authorization").is_none());
         assert_eq!(
             h.get("cookie").map(|v| v.to_str().expect("ascii")),
@@ -417,12 +431,55 @@ mod tests {
         );
         assert!(h.get("x-auth-subject").is_none());
         let mut p = protocols(&["chat.v1", "bearer", "a.b.c", "chat.v2"]);
-        assert!(strip_protocols(&all, &mut p));
+        assert!(strip_protocols(&all, "a.b.c", &mut p));
         assert_eq!(p, ["chat.v1", "chat.v2"]);
         assert_eq!(
-            strip_query(&all, Some("access_token=a.b.c&room=1")),
+            strip_query(&all, "a.b.c", Some("access_token=a.b.c&room=1")),
             Some("room=1".into())
         );
-        assert_eq!(strip_query(&all, Some("access_token=a.b.c")), None);
+        assert_eq!(strip_query(&all, "a.b.c", Some("access_token=a.b.c")), None);
+    }
+
+    /// Found by the `token_extract` fuzz target (fuzz/regressions/token_extract/): the token
+    /// also offered as a plain subprotocol entry (or, on a route that reads the header only,
+    /// as `bearer, <JWT>`, `?access_token=` or a cookie) was forwarded to the backend.
+    #[test]
+    fn copies_of_the_token_in_other_transports_are_stripped() {
+        let header_only = auth(&[Transport::Header]);
+        let mut p = protocols(&["chat.v1", "bearer", "a.b.c"]);
+        assert!(!strip_protocols(&header_only, "a.b.c", &mut p));
+        assert_eq!(p, ["chat.v1", "bearer"]);
+        let mut p = protocols(&["b%arer", "a.b.c", "x"]);
+        assert!(!strip_protocols(
+            &auth(&DEFAULT_TOKEN_FROM),
+            "a.b.c",
+            &mut p
+        ));
+        assert_eq!(p, ["b%arer", "x"]);
+        assert_eq!(
+            strip_query(
+                &header_only,
+                "a.b.c",
+                Some("room=1&access_token=a%2Eb.c&t=a.b.cd")
+            ),
+            Some("room=1&t=a.b.cd".into())
+        );
+        // Queries without a copy are forwarded exactly as they came.
+        assert_eq!(
+            strip_query(&header_only, "a.b.c", Some("a=1&&access_token=x")),
+            Some("a=1&&access_token=x".into())
+        );
+        let mut h = headers(&[
+            ("cookie", "session=s1; jwt=a.b.c"),
+            ("cookie", "access_token=other"),
+        ]);
+        strip_headers(&header_only, "a.b.c", &mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["session=s1; access_token=other"]
+        );
+        let mut untouched = headers(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        strip_headers(&header_only, "a.b.c", &mut untouched);
+        assert_eq!(untouched.get_all("cookie").iter().count(), 2);
     }
 }
