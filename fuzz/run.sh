@@ -27,11 +27,12 @@ for target in "${targets[@]}"; do
   dirs=("fuzz/work/$target" "fuzz/corpus/$target")
   [ -d "fuzz/regressions/$target" ] && dirs+=("fuzz/regressions/$target")
   echo "== $target for ${seconds}s (log: fuzz/logs/$target.log)"
+  options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048
+    -max_len="${max_len[$target]:-4096}" -print_final_stats=1)
+  [ -f "fuzz/dicts/$target.dict" ] && options+=(-dict="fuzz/dicts/$target.dict")
   status=0
-  cargo fuzz run "${flags[@]}" "$target" "${dirs[@]}" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -max_len="${max_len[$target]:-4096}" -dict="fuzz/dicts/$target.dict" \
-    -print_final_stats=1 >"fuzz/logs/$target.log" 2>&1 || status=$?
+  cargo fuzz run "${flags[@]}" "$target" "${dirs[@]}" -- "${options[@]}" \
+    >"fuzz/logs/$target.log" 2>&1 || status=$?
   grep -E '^#[0-9]+[[:space:]]+DONE|^stat::number_of_executed_units|^Done' "fuzz/logs/$target.log" || true
   if [ "$status" -ne 0 ]; then
     grep -E 'panicked|SUMMARY|Test unit written' "fuzz/logs/$target.log" || true
