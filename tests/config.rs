@@ -116,6 +116,11 @@ fn bad_snippets_name_their_path_and_line() {
         ),
         (
             "      path: /chat",
+            "      path: /chat//room",
+            "routes[0].match.path (line 11): \"/chat//room\": expected an absolute path prefix",
+        ),
+        (
+            "      path: /chat",
             "      path: /chat\n      host: \"bad host\"",
             "routes[0].match.host (line 12)",
         ),

@@ -4,6 +4,9 @@
 mod support;
 
 mod admission;
+mod attack_http;
+mod attack_jwt;
+mod attack_tls;
 mod auth;
 mod config;
 mod forwarding;

@@ -2,39 +2,15 @@
 //! refused and admitted, with every log at TRACE captured, then searched for the token and each
 //! of its three segments.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-/// Collects everything written by the subscriber.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // One thread, so the thread-local subscriber sees the proxy's tasks too.
 #[tokio::test(flavor = "current_thread")]
 async fn tokens_never_reach_logs_metrics_or_bodies() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = LogCapture::start();
 
     let backend = EchoBackend::start(&[]).await;
     let routes = format!(
@@ -85,7 +61,7 @@ async fn tokens_never_reach_logs_metrics_or_bodies() {
     let metrics = proxy.metrics().await;
     proxy.shutdown().await;
 
-    let logs = String::from_utf8_lossy(&capture.0.lock().expect("lock")).into_owned();
+    let logs = capture.text();
     assert!(
         logs.contains("session closed") && logs.contains("refused"),
         "the capture saw the access log"
@@ -113,4 +89,29 @@ async fn tokens_never_reach_logs_metrics_or_bodies() {
             "the backend saw the token"
         );
     }
+}
+
+/// The suite-wide check (`support::leak`) sees the proxy's own log lines: a unique path is
+/// registered as a canary, and the access log of its 404 must have been scanned by the time
+/// the answer arrives (the proxy logs a refusal before it answers).
+#[tokio::test]
+async fn the_suite_wide_capture_scans_the_proxys_log_lines() {
+    let backend = RawBackend::start(None).await;
+    let proxy = TestProxy::start(&format!("ws://{}/", backend.addr)).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let canary = format!("canary-{nanos:024}");
+    leak::register_canary(&canary);
+    let answer = proxy
+        .raw(&upgrade_request(&format!("/nowhere/{canary}"), ""))
+        .await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    assert!(
+        leak::canary_seen("logs", &canary),
+        "the access log line of the refusal was not scanned"
+    );
+    assert_eq!(backend.connections(), 0);
+    proxy.shutdown().await;
 }

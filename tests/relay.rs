@@ -206,3 +206,24 @@ async fn many_concurrent_sessions_stay_separate() {
     wait_for_sample(&proxy, r#"wsgate_connections_active{route="echo"}"#, 0.0).await;
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_relayed() {
+    // A client may pipeline its first frames behind the request: hyper has read them with the
+    // head, and the relay must start from those bytes.
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let mut request = upgrade_request("/echo", &proxy.bearer());
+    let mask = [9u8, 8, 7, 6];
+    for text in ["early", "bird"] {
+        request.extend_from_slice(&[0x81, 0x80 | text.len() as u8]);
+        request.extend_from_slice(&mask);
+        request.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    }
+    let (head, mut session) = proxy.raw_session(&request).await;
+    assert_eq!(status(&head), 101, "{head}");
+    assert_eq!(session.read_frame().await, (0x1, b"early".to_vec()));
+    assert_eq!(session.read_frame().await, (0x1, b"bird".to_vec()));
+    drop(session);
+    proxy.shutdown().await;
+}

@@ -117,15 +117,29 @@ pub fn claims(sub: &str) -> Value {
 pub fn sign(key: &TestKey, claims: &Value) -> String {
     let mut header = Header::new(key.alg);
     header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+    let token = jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign");
+    super::leak::register(&token);
+    token
 }
 
 /// Signs with a hand-written header, for tokens no honest library would make.
 pub fn sign_raw(key: &TestKey, header: &Value, claims: &Value) -> String {
-    let signing_input = format!("{}.{}", b64(header), b64(claims));
+    sign_text(key, &header.to_string(), &claims.to_string())
+}
+
+/// Signs header and claims JSON text exactly as written (duplicate members, which a `Value`
+/// cannot hold).
+pub fn sign_text(key: &TestKey, header: &str, claims: &str) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
     let signature =
         jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key.encoding, key.alg).expect("sign");
-    format!("{signing_input}.{signature}")
+    let token = format!("{signing_input}.{signature}");
+    super::leak::register(&token);
+    token
 }
 
 /// HS256 over a header and claims with `secret` as the HMAC key.
@@ -133,11 +147,17 @@ pub fn sign_hs256(secret: &[u8], header: &Value, claims: &Value) -> String {
     let signing_input = format!("{}.{}", b64(header), b64(claims));
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
     let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    super::leak::register(&token);
+    token
 }
 
+/// A token segment: base64url of the JSON (registered with the leakage check, since tests
+/// build hand-made tokens from these).
 pub fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(value.to_string())
+    let segment = URL_SAFE_NO_PAD.encode(value.to_string());
+    super::leak::register(&segment);
+    segment
 }
 
 /// How the JWKS endpoint answers.

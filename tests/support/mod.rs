@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod jwt;
+pub mod leak;
 pub use jwt::*;
 
 use std::net::SocketAddr;
@@ -26,6 +27,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use wsgate_core::metrics::Metrics;
 use wsgate_core::{Config, Server};
 
 /// Upper bound for any single wait in a test: reached only when something is broken.
@@ -364,8 +368,22 @@ pub struct TestProxy {
     /// The configuration as written to `config_path` (rewrite it and reload to change it).
     pub yaml: String,
     pub config_path: PathBuf,
+    /// What `/metrics` exposes, read when the proxy is dropped (no socket needed).
+    metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// The whole-suite leakage check: this proxy's metrics are scanned, and any leak recorded
+/// anywhere in the run so far fails the test (see [`leak`]).
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        leak::observe("metrics", self.metrics.encode().as_bytes());
+        leak::assert_clean();
+    }
 }
 
 /// How a [`TestProxy`] starts: YAML added to provider `test` and under `listen:`, the list
@@ -423,6 +441,7 @@ impl TestProxy {
             jwks_keys,
             jwks_mode,
         } = setup;
+        leak::install();
         let pki = Pki::new();
         let jwks = JwksServer::start(&jwks_keys).await;
         jwks.set_mode(jwks_mode);
@@ -443,7 +462,7 @@ impl TestProxy {
             .expect("bind proxy")
             .with_source(config_path.clone());
         let server = if watch { server.watching() } else { server };
-        let (addr, admin) = (server.local_addr(), server.admin_addr());
+        let (addr, admin, metrics) = (server.local_addr(), server.admin_addr(), server.metrics());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -457,6 +476,7 @@ impl TestProxy {
             pki,
             jwks,
             token,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         };
@@ -543,20 +563,9 @@ impl TestProxy {
     /// Sends raw bytes over TLS and returns what the proxy answers: everything until it
     /// closes, or just the head of a 101 (the session then stays open).
     pub async fn raw(&self, request: &[u8]) -> String {
-        let mut tls = self.tls().await;
-        tls.write_all(request).await.expect("write");
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            match within(tls.read(&mut buf)).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-            if answer.starts_with(b"HTTP/1.1 101 ") && answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&answer).into_owned()
+        let answer = exchange(&mut self.tls().await, request).await;
+        leak::observe("response", answer.as_bytes());
+        answer
     }
 
     /// The Prometheus exposition from the admin listener.
@@ -567,11 +576,41 @@ impl TestProxy {
 
 /// A TLS connection to a proxy whose certificate `pki` issued.
 pub async fn tls_connect(addr: SocketAddr, pki: &Pki) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
+    tls_connect_as(addr, pki, name).await
+}
+
+/// A TLS connection that names `name` to the proxy (an IP address sends no SNI).
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    pki: &Pki,
+    name: ServerName<'static>,
+) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
     within(tokio_rustls::TlsConnector::from(pki.client_config()).connect(name, tcp))
         .await
         .expect("TLS handshake")
+}
+
+/// Sends raw bytes on `stream` and returns what comes back: everything until the peer closes
+/// (or resets), or just the head of a 101 (the session then stays open).
+pub async fn exchange<S>(stream: &mut S, request: &[u8]) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match within(stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        if answer.starts_with(b"HTTP/1.1 101 ") && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A WSS session to `path` on `addr`, with extra request headers.
@@ -597,7 +636,15 @@ pub async fn wss_connect(
         );
     }
     let tls = tls_connect(addr, pki).await;
-    within(tokio_tungstenite::client_async(request, tls)).await
+    let result = within(tokio_tungstenite::client_async(request, tls)).await;
+    match &result {
+        Ok((_, response)) => leak::observe("response", format!("{response:?}").as_bytes()),
+        Err(WsError::Http(response)) => {
+            leak::observe("response", format!("{response:?}").as_bytes())
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 /// A valid upgrade request for `path`, followed by `extra` header lines.
@@ -637,6 +684,7 @@ pub async fn admin_call(
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     within(tcp.read_to_end(&mut answer)).await.expect("read");
+    leak::observe("response", &answer);
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let body = answer
         .split_once("\r\n\r\n")
@@ -652,6 +700,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     within(tcp.read_to_end(&mut answer)).await.expect("read");
+    leak::observe("response", &answer);
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let body = answer
         .split_once("\r\n\r\n")
@@ -677,7 +726,10 @@ pub async fn next(ws: &mut WebSocketStream<TlsStream<TcpStream>>) -> Message {
     loop {
         match within(ws.next()).await {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(message)) => return message,
+            Some(Ok(message)) => {
+                leak::observe("message", format!("{message:?}").as_bytes());
+                return message;
+            }
             other => panic!("session ended unexpectedly: {other:?}"),
         }
     }
@@ -718,6 +770,7 @@ impl TestProxy {
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        leak::observe("response", &buf);
         (
             head,
             RawSession {
@@ -773,6 +826,7 @@ impl RawSession {
         self.fill(header + len).await;
         let payload = self.buf[header..header + len].to_vec();
         self.buf.drain(..header + len);
+        leak::observe("frame", &payload);
         (opcode, payload)
     }
 
@@ -802,4 +856,55 @@ pub async fn wait_for_sample(proxy: &TestProxy, series: &str, value: f64) {
         }
     })
     .await;
+}
+
+/// Collects everything a tracing subscriber writes.
+#[derive(Clone, Default)]
+pub struct LogCapture(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps a [`LogCapture`] subscribed; dropping it ends the capture.
+pub struct LogGuard {
+    _default: tracing::subscriber::DefaultGuard,
+    _bystander: tracing::Dispatch,
+}
+
+impl LogCapture {
+    /// Captures every event at TRACE, as text without colours, on this thread until the guard
+    /// drops (so the test must run on a `current_thread` runtime for the proxy's tasks to log
+    /// here too).
+    pub fn start() -> (LogCapture, LogGuard) {
+        // tracing-core caches each call site's interest. While only one dispatcher exists it
+        // asks the *registering thread's* default, so a call site first reached by a test on
+        // another thread (no subscriber) would be cached as "never" and vanish from this
+        // capture. A second live dispatcher makes it ask every dispatcher instead.
+        let bystander = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        // The suite-wide capture's filter: the tests' own WebSocket clients trace their requests.
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_filter(leak::filter()),
+        );
+        let guard = LogGuard {
+            _default: tracing::subscriber::set_default(subscriber),
+            _bystander: bystander,
+        };
+        (capture, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
 }

@@ -27,6 +27,8 @@ pub enum Refusal {
     Malformed(&'static str),
     WrongVersion,
     NoRoute,
+    /// The client named one host in the TLS handshake (SNI) and another in `Host`.
+    Misdirected,
     /// The Origin header is missing, repeated, `null` or not allowed.
     Origin(&'static str),
     Auth(crate::auth::Error),
@@ -48,6 +50,7 @@ impl Refusal {
             Refusal::NotUpgrade | Refusal::WrongVersion => StatusCode::UPGRADE_REQUIRED,
             Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Origin(_) | Refusal::Auth(AuthError::InsufficientScope) => {
                 StatusCode::FORBIDDEN
@@ -66,6 +69,7 @@ impl Refusal {
             Refusal::Malformed(_) => "bad_request",
             Refusal::WrongVersion => "bad_version",
             Refusal::NoRoute => "no_route",
+            Refusal::Misdirected => "misdirected",
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::Origin(_) => "origin",
             Refusal::Auth(AuthError::KeysUnavailable) => "keys_unavailable",
@@ -85,6 +89,7 @@ impl Refusal {
             Refusal::Malformed(why) | Refusal::BackendInvalid(why) => why,
             Refusal::WrongVersion => "unsupported Sec-WebSocket-Version",
             Refusal::NoRoute => "no route matches",
+            Refusal::Misdirected => "the Host header does not match the TLS server name",
             Refusal::RateLimited {
                 kind: "subject", ..
             } => "too many sessions for this subject",
@@ -176,10 +181,15 @@ pub fn validate<B>(request: &Request<B>) -> Result<Upgrade, Refusal> {
         Ok(Some(host)) => host_name(host).ok_or(Refusal::Malformed("invalid Host header"))?,
         _ => return Err(Refusal::Malformed("exactly one Host header is required")),
     };
-    if has_dot_segment(request.uri().path()) {
+    if let Some(authority) = request.uri().authority()
+        && !same_host(authority.host(), &host)
+    {
         return Err(Refusal::Malformed(
-            "dot segments are not allowed in the path",
+            "the request target names another host than Host",
         ));
+    }
+    if let Some(why) = unsafe_path(request.uri().path()) {
+        return Err(Refusal::Malformed(why));
     }
     Ok(Upgrade {
         key,
@@ -236,11 +246,60 @@ fn host_name(value: &HeaderValue) -> Option<String> {
     ok.then(|| host.to_ascii_lowercase())
 }
 
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+/// True when the TLS server name (SNI) and the `Host` header name the same host: compared
+/// case-insensitively, without the port (`host` has none) or a trailing dot. Without SNI (a
+/// client that connected to an IP address) `Host` alone routes.
+pub fn matches_server_name(server_name: Option<&str>, host: &str) -> bool {
+    server_name.is_none_or(|name| same_host(name, host))
+}
+
+fn same_host(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Why `path` cannot be routed safely, if it cannot. Routes match prefixes of the path as it
+/// arrived, while a backend may decode percent-escapes, fold backslashes, merge slashes or
+/// resolve dot segments; any path on which the two could disagree (`/public/../admin`,
+/// `/public/%2e%2e/admin`, `/public%2Fadmin`, `//admin`, `/%61dmin`) is refused rather than
+/// normalised, since no normal form is guaranteed to be the backend's.
+fn unsafe_path(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("the request target must be an absolute path");
+    }
+    if path.contains('\\') {
+        return Some("backslashes are not allowed in the path");
+    }
+    if path.contains("//") {
+        return Some("empty path segments are not allowed");
+    }
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        let escaped = rest
+            .get(at + 1..at + 3)
+            .filter(|hex| hex.bytes().all(|c| c.is_ascii_hexdigit()))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            None => return Some("invalid percent-encoding in the path"),
+            // Unreserved characters have a literal form (RFC 3986 section 2.3); '/', '\', '%'
+            // and NUL change the path's structure for whoever decodes them.
+            Some(byte)
+                if byte.is_ascii_alphanumeric()
+                    || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b'%' | 0) =>
+            {
+                return Some(
+                    "percent-encoded '/', '\\', '%', NUL or unreserved characters in the path",
+                );
+            }
+            Some(_) => rest = &rest[at + 3..],
+        }
+    }
+    // `;` starts path parameters, which some servers strip before resolving `..;`.
+    let dot_segment = path.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or(segment);
+        name == "." || name == ".."
+    });
+    dot_segment.then_some("dot segments are not allowed in the path")
 }
 
 /// The offered subprotocols; `None` if a header is not a token list.
@@ -319,11 +378,68 @@ mod tests {
         }
         let body = upgrade().header("content-length", "5");
         assert!(matches!(check(body), Err(Refusal::Malformed(_))));
-        for path in ["/chat/../admin", "/chat/%2e%2E/admin", "/./chat"] {
+        for path in [
+            "/chat/../admin",
+            "/chat/%2e%2E/admin",
+            "/./chat",
+            "/chat/..",
+            "/chat/..;x/admin",
+            "/chat/.%2e/admin",
+            "/chat%2Fadmin",
+            "/chat%2fadmin",
+            "/chat%5Cadmin",
+            "/chat%255C",
+            "/chat/%00",
+            "/%61dmin",
+            "/chat%",
+            "/chat%2",
+            "/chat%+1",
+            "//admin",
+            "/chat//admin",
+            "*",
+        ] {
             assert!(
                 matches!(check(upgrade().uri(path)), Err(Refusal::Malformed(_))),
                 "{path}"
             );
         }
+        let other = upgrade().uri("https://admin.example.com/chat");
+        assert!(matches!(check(other), Err(Refusal::Malformed(_))));
+    }
+
+    #[test]
+    fn paths_that_mean_what_they_say_pass() {
+        for path in [
+            "/",
+            "/chat/",
+            "/chat/room.1/..x/.../a..b",
+            "/chat/%20%0D%0A%1B%5B31m",
+            "/chat;v=1",
+        ] {
+            assert!(check(upgrade().uri(path)).is_ok(), "{path}");
+        }
+        let same = upgrade().uri("https://CHAT.example.com:8443/chat");
+        assert!(check(same).is_ok());
+    }
+
+    #[test]
+    fn server_name_must_match_the_host() {
+        assert!(matches_server_name(None, "chat.example.com"));
+        assert!(matches_server_name(
+            Some("Chat.Example.COM"),
+            "chat.example.com"
+        ));
+        assert!(matches_server_name(
+            Some("chat.example.com."),
+            "chat.example.com"
+        ));
+        assert!(!matches_server_name(
+            Some("chat.example.com"),
+            "admin.example.com"
+        ));
+        assert!(!matches_server_name(
+            Some("example.com"),
+            "chat.example.com"
+        ));
     }
 }

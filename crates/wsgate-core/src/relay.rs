@@ -343,7 +343,7 @@ where
             self.first = Some(First::Stalled);
             self.close_by = Some(now + CLOSE_TIMEOUT);
             self.down.dst_dead = true;
-            self.down.mode = Mode::Discard;
+            self.down.discard();
             self.up.mode = Mode::Done;
             self.up.own_close(1001, "going away");
         } else if self
@@ -404,7 +404,7 @@ where
                 self.begin(First::Up(stop));
                 self.up.own_close(1001, "going away");
                 self.down.dst_dead = true;
-                self.down.mode = Mode::Discard;
+                self.down.discard();
             }
             Stop::Violated(violation) => {
                 self.begin(First::Up(stop));
@@ -416,7 +416,7 @@ where
                 self.begin(First::Up(stop));
                 self.down.own_close(1014, "bad gateway");
                 self.down.until_boundary();
-                self.up.mode = Mode::Discard;
+                self.up.discard();
             }
             Stop::Limited => self.proxy_close(First::Up(stop)),
         }
@@ -442,15 +442,13 @@ where
                 } else {
                     self.up.dst_dead = true;
                 }
-                if self.up.mode == Mode::Forward {
-                    self.up.mode = Mode::Discard;
-                }
+                self.up.discard();
             }
             Stop::SinkFailed => {
                 self.begin(First::Down(stop));
                 self.up.mode = Mode::Done;
                 self.up.own_close(1001, "going away");
-                self.down.mode = Mode::Discard;
+                self.down.discard();
             }
             Stop::Limited => {}
         }
@@ -631,6 +629,13 @@ impl Pump {
         self.own = Some(Own::new(Opcode::Close, &payload[..len], mask, true));
     }
 
+    /// Reads on only to find the source's close frame (unless finished with already).
+    fn discard(&mut self) {
+        if matches!(self.mode, Mode::Forward | Mode::ToBoundary) {
+            self.mode = Mode::Discard;
+        }
+    }
+
     fn until_boundary(&mut self) {
         if self.mode == Mode::Forward {
             self.mode = Mode::ToBoundary;
@@ -668,7 +673,12 @@ impl Pump {
                 self.own = None;
                 self.unflushed = false;
             }
-            // 1. What is decided for the destination.
+            // 1. Go through what was read; what is forwarded accumulates for one write.
+            let need_more = match self.look(limits, metrics) {
+                Ok(need_more) => need_more,
+                Err(stop) => return Poll::Ready(stop),
+            };
+            // 2. Write it.
             if self.out < self.head {
                 let pending = &self.buf.bytes()[self.out..self.head];
                 match Pin::new(&mut *dst).poll_write(cx, pending) {
@@ -685,7 +695,14 @@ impl Pump {
                     Poll::Ready(_) => return self.sink_failed(),
                 }
             }
-            // 2. A frame of the proxy's own, between frames.
+            // 3. Drop what was decided against, now that what came before it is written.
+            if self.skip > 0 {
+                self.head += self.skip;
+                self.out = self.head;
+                self.skip = 0;
+                continue;
+            }
+            // 4. A frame of the proxy's own, between frames.
             if !self.mid_frame
                 && let Some(own) = &mut self.own
             {
@@ -701,129 +718,6 @@ impl Pump {
                     }
                     Poll::Pending => return self.blocked(),
                     Poll::Ready(_) => return self.sink_failed(),
-                }
-            }
-            // 3. What is decided against.
-            if self.skip > 0 {
-                self.head += self.skip;
-                self.out = self.head;
-                self.skip = 0;
-            }
-            if self.mode == Mode::ToBoundary && !self.mid_frame {
-                self.mode = Mode::Discard;
-                if self.own.is_some() {
-                    continue;
-                }
-            }
-            // 4. The next header, control frame or payload chunk.
-            let mut need_more = false;
-            if self.head < self.tail && !self.fill && self.mode != Mode::Done {
-                let discard = self.mode == Mode::Discard;
-                let input = &self.buf.bytes()[self.head..self.tail];
-                match self.reader.step(input) {
-                    Err(violation) => {
-                        self.src_done = true;
-                        self.dst_dead |= self.mid_frame;
-                        self.mode = Mode::Done;
-                        if !discard {
-                            return Poll::Ready(Stop::Violated(violation));
-                        }
-                    }
-                    Ok(Step::NeedMore) => need_more = true,
-                    Ok(Step::Data {
-                        header,
-                        len,
-                        first,
-                        frame_end,
-                        message_end,
-                    }) => {
-                        if discard {
-                            self.skip = len;
-                            continue;
-                        }
-                        if let Some(limits) = limits
-                            && (first || !self.dropping)
-                        {
-                            let admitted = if first {
-                                self.dropping = false;
-                                limits.admit(header.len)
-                            } else {
-                                limits.admit_bytes(header.len)
-                            };
-                            if let Err(exceeded) = admitted {
-                                metrics.rate_limited(exceeded.kind());
-                                if first && limits.on_limit == OnLimit::Drop {
-                                    self.dropping = true;
-                                    self.dropped += 1;
-                                } else {
-                                    self.skip = len;
-                                    self.mode = Mode::Discard;
-                                    return Poll::Ready(Stop::Limited);
-                                }
-                            }
-                        }
-                        if self.dropping {
-                            self.skip = len;
-                            self.dropping = !message_end;
-                            continue;
-                        }
-                        if first {
-                            self.traffic.messages += 1;
-                            self.unreported.messages += 1;
-                        }
-                        self.traffic.bytes += header.len;
-                        self.unreported.bytes += header.len;
-                        self.forward(len);
-                        self.mid_frame = !frame_end;
-                        self.active = true;
-                        continue;
-                    }
-                    Ok(Step::Payload {
-                        len,
-                        frame_end,
-                        message_end,
-                    }) => {
-                        if discard || self.dropping {
-                            self.skip = len;
-                            if message_end {
-                                self.dropping = false;
-                            }
-                            continue;
-                        }
-                        self.forward(len);
-                        self.mid_frame = !frame_end;
-                        self.active = true;
-                        continue;
-                    }
-                    Ok(Step::Control {
-                        header,
-                        len,
-                        payload,
-                    }) => {
-                        let keep = match header.opcode {
-                            Opcode::Close => {
-                                self.src_done = true;
-                                self.mode = Mode::Done;
-                                if !discard {
-                                    self.forward(len);
-                                    self.close_queued = true;
-                                    return Poll::Ready(Stop::Closed(payload.close_code()));
-                                }
-                                true
-                            }
-                            Opcode::Pong => {
-                                self.pong = true;
-                                discard || (self.to_backend && payload.payload() == KEEPALIVE)
-                            }
-                            _ => discard,
-                        };
-                        if keep {
-                            self.skip = len;
-                        } else {
-                            self.forward(len);
-                        }
-                        continue;
-                    }
                 }
             }
             if self.mode == Mode::Done {
@@ -869,6 +763,139 @@ impl Pump {
                     return self.idle(cx, dst);
                 }
             }
+        }
+    }
+
+    /// Goes through what was read as far as it can, deciding each byte's fate: forwarded bytes
+    /// join `out..head`, dropped ones wait in `skip` while forwarded ones precede them.
+    /// `Ok(true)` when the input ends inside a header or control frame; `Err` when the pump stops.
+    fn look(
+        &mut self,
+        limits: Option<&MessageLimits>,
+        metrics: &RouteMetrics,
+    ) -> Result<bool, Stop> {
+        while self.skip == 0 && self.head < self.tail && !self.fill && self.mode != Mode::Done {
+            if self.mode == Mode::ToBoundary && !self.mid_frame {
+                self.mode = Mode::Discard;
+            }
+            let discard = self.mode == Mode::Discard;
+            let input = &self.buf.bytes()[self.head..self.tail];
+            match self.reader.step(input) {
+                Err(violation) => {
+                    self.src_done = true;
+                    self.dst_dead |= self.mid_frame;
+                    self.mode = Mode::Done;
+                    if !discard {
+                        return Err(Stop::Violated(violation));
+                    }
+                }
+                Ok(Step::NeedMore) => return Ok(true),
+                Ok(Step::Data {
+                    header,
+                    len,
+                    first,
+                    frame_end,
+                    message_end,
+                }) => {
+                    if discard {
+                        self.drop_bytes(len);
+                        continue;
+                    }
+                    if let Some(limits) = limits
+                        && (first || !self.dropping)
+                    {
+                        let admitted = if first {
+                            self.dropping = false;
+                            limits.admit(header.len)
+                        } else {
+                            limits.admit_bytes(header.len)
+                        };
+                        if let Err(exceeded) = admitted {
+                            metrics.rate_limited(exceeded.kind());
+                            if first && limits.on_limit == OnLimit::Drop {
+                                self.dropping = true;
+                                self.dropped += 1;
+                            } else {
+                                self.drop_bytes(len);
+                                self.mode = Mode::Discard;
+                                return Err(Stop::Limited);
+                            }
+                        }
+                    }
+                    if self.dropping {
+                        self.drop_bytes(len);
+                        self.dropping = !message_end;
+                        continue;
+                    }
+                    if first {
+                        self.traffic.messages += 1;
+                        self.unreported.messages += 1;
+                    }
+                    self.traffic.bytes += header.len;
+                    self.unreported.bytes += header.len;
+                    self.forward(len);
+                    self.mid_frame = !frame_end;
+                    self.active = true;
+                    continue;
+                }
+                Ok(Step::Payload {
+                    len,
+                    frame_end,
+                    message_end,
+                }) => {
+                    if discard || self.dropping {
+                        self.drop_bytes(len);
+                        if message_end {
+                            self.dropping = false;
+                        }
+                        continue;
+                    }
+                    self.forward(len);
+                    self.mid_frame = !frame_end;
+                    self.active = true;
+                    continue;
+                }
+                Ok(Step::Control {
+                    header,
+                    len,
+                    payload,
+                }) => {
+                    let swallow = match header.opcode {
+                        Opcode::Close => {
+                            self.src_done = true;
+                            self.mode = Mode::Done;
+                            if !discard {
+                                self.forward(len);
+                                self.close_queued = true;
+                                return Err(Stop::Closed(payload.close_code()));
+                            }
+                            true
+                        }
+                        Opcode::Pong => {
+                            self.pong = true;
+                            discard || (self.to_backend && payload.payload() == KEEPALIVE)
+                        }
+                        _ => discard,
+                    };
+                    if swallow {
+                        self.drop_bytes(len);
+                    } else {
+                        self.forward(len);
+                    }
+                    continue;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops the next `len` bytes, at once when nothing before them waits to be written.
+    fn drop_bytes(&mut self, len: usize) {
+        if self.out == self.head {
+            self.head += len;
+            self.out = self.head;
+        } else {
+            self.skip = len;
         }
     }
 

@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
@@ -164,6 +165,11 @@ impl Server {
         self
     }
 
+    /// The metrics this server records (what `/metrics` exposes).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
     pub fn reloader(&self) -> Reloader {
         Reloader(self.shared.clone())
     }
@@ -271,6 +277,22 @@ enum Admission {
     OverCap(#[allow(dead_code)] OwnedSemaphorePermit),
 }
 
+/// What the connection does once hyper is done with the request.
+// One value per connection, moved once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum After {
+    /// A 101 was sent: relay the session.
+    Session(Pending),
+    /// An upgrade request was refused. hyper hands the socket of every upgrade request over
+    /// as "upgraded", whatever the answer, and drops it unless someone takes it: taken, it
+    /// can end with a TLS close_notify instead of a bare TCP close (which TLS clients see as
+    /// a truncated answer).
+    Close(OnUpgrade),
+}
+
+/// How long a refused client gets to take the close_notify before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// A session whose 101 is on its way: what the relay needs once hyper hands over the socket.
 struct Pending {
     entry: Arc<RouteEntry>,
@@ -294,13 +316,20 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
         Err(_) => return debug!(%peer, "TLS handshake timed out"),
     };
     let over_cap = matches!(admission, Admission::OverCap(_));
-    let slot: Arc<Mutex<Option<Pending>>> = Arc::default();
+    // The host the client asked for in the TLS handshake, if it sent one (IP literals have none).
+    let server_name: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
+    let slot: Arc<Mutex<Option<After>>> = Arc::default();
     let service = {
         let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
         service_fn(move |request| {
             let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
+            let client = Client {
+                peer,
+                server_name: server_name.clone(),
+                over_cap,
+            };
             async move {
-                let answer = handle(&shared, &state, request, peer, over_cap, &slot).await;
+                let answer = handle(&shared, &state, request, &client, &slot).await;
                 Ok::<_, Infallible>(answer)
             }
         })
@@ -319,11 +348,31 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
     if let Err(error) = served {
         debug!(%peer, %error, "HTTP connection ended with an error");
     }
-    let pending = slot.lock().map(|mut slot| slot.take()).unwrap_or_default();
-    if let Some(pending) = pending {
-        session(&shared, pending, peer).await;
+    let after = slot.lock().map(|mut slot| slot.take()).unwrap_or_default();
+    match after {
+        Some(After::Session(pending)) => session(&shared, pending, peer).await,
+        Some(After::Close(upgrade)) => close_refused(upgrade).await,
+        None => {}
     }
     drop(admission);
+}
+
+/// Ends the TLS session of a refused upgrade request with a close_notify. Anything the client
+/// sent after the request (a pipelined request) is discarded unread.
+async fn close_refused(upgrade: OnUpgrade) {
+    let Ok(Ok(io)) = tokio::time::timeout(CLOSE_GRACE, upgrade).await else {
+        return;
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, TokioIo::new(io).shutdown()).await;
+}
+
+/// What the connection knows of its client before the request.
+struct Client {
+    peer: SocketAddr,
+    /// The TLS server name (SNI) the client sent.
+    server_name: Option<Arc<str>>,
+    /// Admitted over `listen.max_connections`: every request gets 503.
+    over_cap: bool,
 }
 
 /// Answers the upgrade request: a refusal, the backend's own refusal, or a 101.
@@ -331,15 +380,13 @@ async fn handle(
     shared: &Shared,
     state: &State,
     mut request: Request<Incoming>,
-    peer: SocketAddr,
-    over_cap: bool,
-    slot: &Mutex<Option<Pending>>,
+    client: &Client,
+    slot: &Mutex<Option<After>>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let peer = client.peer;
     let path = request.uri().path().to_owned();
-    let (response, metrics, result) = match route_and_open(shared, state, &request, peer, over_cap)
-        .await
-    {
+    let (response, metrics, result) = match route_and_open(shared, state, &request, client).await {
         Opened::Refused(entry, refusal) => {
             let metrics = entry
                 .as_ref()
@@ -391,7 +438,7 @@ async fn handle(
             let metrics = entry.metrics.clone();
             let client = hyper::upgrade::on(&mut request);
             if let Ok(mut slot) = slot.lock() {
-                *slot = Some(Pending {
+                *slot = Some(After::Session(Pending {
                     entry,
                     principal,
                     subject,
@@ -400,11 +447,16 @@ async fn handle(
                     client,
                     backend: io,
                     started,
-                });
+                }));
             }
             (response, metrics, "ok")
         }
     };
+    if result != "ok"
+        && let Ok(mut slot) = slot.lock()
+    {
+        *slot = Some(After::Close(hyper::upgrade::on(&mut request)));
+    }
     metrics.handshake(result, started.elapsed());
     response
 }
@@ -438,10 +490,9 @@ async fn route_and_open(
     shared: &Shared,
     state: &State,
     request: &Request<Incoming>,
-    peer: SocketAddr,
-    over_cap: bool,
+    client: &Client,
 ) -> Opened {
-    if over_cap {
+    if client.over_cap {
         return Opened::Refused(None, Refusal::Overloaded);
     }
     if shared.draining.is_cancelled() {
@@ -451,11 +502,15 @@ async fn route_and_open(
         Ok(upgrade) => upgrade,
         Err(refusal) => return Opened::Refused(None, refusal),
     };
+    // A connection set up for one host must not be used to reach another (RFC 9110 7.4).
+    if !handshake::matches_server_name(client.server_name.as_deref(), &upgrade.host) {
+        return Opened::Refused(None, Refusal::Misdirected);
+    }
     let path = request.uri().path();
     let Some(entry) = state.router.find(&upgrade.host, path) else {
         return Opened::Refused(None, Refusal::NoRoute);
     };
-    match admit_and_open(shared, state, request, peer, entry, upgrade).await {
+    match admit_and_open(shared, state, request, client.peer, entry, upgrade).await {
         Ok(admitted) => Opened::Answered(admitted),
         Err(refusal) => Opened::Refused(Some(entry.clone()), refusal),
     }

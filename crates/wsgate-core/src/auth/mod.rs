@@ -3,10 +3,12 @@
 //!
 //! The algorithm comes from the provider's allowlist and the key, never from trust in the
 //! token header: `none`, HS*, an algorithm the key was not published for, header-supplied
-//! keys (`jwk`, `jku`, `x5u`, `x5c`: never fetched) and `crit` extensions are refused.
+//! keys (`jwk`, `jku`, `x5u`, `x5c`: never fetched), `crit` extensions, JSON that repeats a
+//! member name, and `exp`/`nbf` that are not whole seconds are refused.
 //! Malformed tokens are refused before any signature work. Verified tokens are cached by a
 //! SHA-256 of provider and token until they expire, so reconnect storms cost no RSA work.
 
+mod json;
 pub mod jwks;
 pub mod token;
 
@@ -28,6 +30,10 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 const MAX_JSON_DEPTH: usize = 16;
 /// Verified tokens kept in the cache.
 const CACHE_CAPACITY: u64 = 100_000;
+/// Latest `exp` accepted: 9999-12-31T23:59:59Z. Later ones are refused as malformed, which
+/// keeps every deadline computed from `exp` representable (`u64::MAX` seconds overflows
+/// `SystemTime`).
+const MAX_EXP: u64 = 253_402_300_799;
 
 /// Why a request is not authenticated; each maps to one HTTP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +156,7 @@ impl Authenticator {
         {
             return Ok(principal);
         }
+        unique_members(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken("malformed"))?;
         if header.jwk.is_some()
@@ -182,13 +189,19 @@ impl Authenticator {
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
+        // jsonwebtoken takes fractional and rounds; only whole seconds are accepted here.
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .filter(|exp| *exp <= MAX_EXP)
+            .ok_or(Error::InvalidToken("malformed"))?;
+        if claims.get("nbf").is_some_and(|nbf| nbf.as_u64().is_none()) {
+            return Err(Error::InvalidToken("malformed"));
+        }
         let principal = Arc::new(Principal {
             sub: text("sub"),
             jti: text("jti"),
-            exp: claims
-                .get("exp")
-                .and_then(Value::as_u64)
-                .ok_or(Error::InvalidToken("malformed"))?,
+            exp,
             kid: header.kid,
             claims,
         });
@@ -254,6 +267,17 @@ pub fn precheck(token: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Refuses a token whose header or claims name a member twice (see [`json`]). Runs after
+/// [`precheck`], so both segments are base64url JSON of bounded nesting.
+fn unique_members(token: &str) -> Result<(), Error> {
+    let unique = token.split('.').take(2).all(|part| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .is_ok_and(|json| json::unique_members(&json))
+    });
+    unique.then_some(()).ok_or(Error::InvalidToken("malformed"))
 }
 
 /// Maximum nesting of `{`/`[` outside strings; `None` when brackets do not balance.

@@ -970,14 +970,16 @@ fn host_match(text: &str) -> Result<HostMatch, String> {
 }
 
 fn path_prefix(text: &str) -> Result<String, String> {
+    // Requests with such paths are refused (handshake.rs), so such a prefix could never match.
     let valid = text.starts_with('/')
-        && !text.contains(['?', '#', '%', ' '])
+        && !text.contains(['?', '#', '%', ' ', '\\'])
+        && !text.contains("//")
         && !text
             .split('/')
             .any(|segment| segment == "." || segment == "..");
     if !valid {
         return Err(
-            "expected an absolute path prefix such as /chat (no query, '%' or dot segments)"
+            "expected an absolute path prefix such as /chat (no query, '%', '\\', '//' or dot segments)"
                 .to_owned(),
         );
     }
