@@ -1,7 +1,7 @@
 //! JWT parsing up to and through verification (auth/mod.rs): the precheck, header and claims
 //! decoding, the header-key and `crit` refusals, key lookup, signature and claim validation,
 //! then what the server does with a verified token (session expiry, claim rules, forwarded
-//! claim headers).
+//! claim headers, which must hold no control character and no space at either end).
 //!
 //! Input: byte 0 picks the mode.
 //! - even: the rest is the token text, verified as it is (reaches everything up to the
@@ -118,7 +118,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = auth::check_claims(&world.auth, &principal.claims);
     if let Ok(headers) = auth::forward_headers(&world.auth, &principal.claims) {
         for (_, value) in headers {
-            assert!(value.as_bytes().iter().all(|b| *b >= 0x20 && *b != 0x7f));
+            let bytes = value.as_bytes();
+            assert!(
+                bytes.iter().all(|b| *b >= 0x20 && *b != 0x7f),
+                "control character forwarded: {value:?}"
+            );
+            assert!(
+                !bytes.starts_with(b" ") && !bytes.ends_with(b" "),
+                "the backend would trim {value:?}"
+            );
         }
     }
 });

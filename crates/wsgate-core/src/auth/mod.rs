@@ -333,11 +333,19 @@ pub fn forward_headers(
     claims: &Map<String, Value>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
     let unforwardable = Error::InvalidToken("claim_unforwardable");
-    let scalar = |value: &Value| match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+    // The backend must read exactly what was verified: HTTP parsers drop leading and trailing
+    // spaces and tabs, and a comma inside an array element would read as two elements.
+    let scalar = |value: &Value, in_array: bool| {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return None,
+        };
+        let clean = !text.chars().any(char::is_control)
+            && text.trim_matches(' ') == text
+            && !(in_array && text.contains(','));
+        clean.then_some(text)
     };
     let mut headers = Vec::new();
     for (claim, name) in &auth.forward_claims {
@@ -345,11 +353,11 @@ pub fn forward_headers(
             None | Some(Value::Null) => continue,
             Some(Value::Array(items)) => items
                 .iter()
-                .map(scalar)
+                .map(|item| scalar(item, true))
                 .collect::<Option<Vec<_>>>()
                 .ok_or(unforwardable)?
                 .join(","),
-            Some(value) => scalar(value).ok_or(unforwardable)?,
+            Some(value) => scalar(value, false).ok_or(unforwardable)?,
         };
         let value = HeaderValue::from_str(&text).map_err(|_| unforwardable)?;
         headers.push((name.clone(), value));
@@ -488,5 +496,25 @@ mod tests {
         );
         assert!(forward_headers(&auth, &claims(r#"{"sub":"a\nb"}"#)).is_err());
         assert!(forward_headers(&auth, &claims(r#"{"sub":{"x":1}}"#)).is_err());
+        // Found by the `jwt_verify` fuzz target (fuzz/regressions/jwt_verify/): a tab in a
+        // claim was forwarded; HTTP parsers trim tabs and spaces at the ends, so a signed
+        // `sub` of "\tadmin" or " admin" would read as "admin" at the backend. Commas inside
+        // array elements would read as two elements.
+        for bad in [
+            r#"{"sub":"a\\\n\\\true\\lice"}"#,
+            r#"{"sub":"\tadmin"}"#,
+            r#"{"sub":" admin"}"#,
+            r#"{"sub":"admin "}"#,
+            r#"{"roles":["user,admin"]}"#,
+            r#"{"roles":[" admin"]}"#,
+        ] {
+            assert_eq!(
+                forward_headers(&auth, &claims(bad)).map(|h| h.len()),
+                Err(Error::InvalidToken("claim_unforwardable")),
+                "{bad}"
+            );
+        }
+        let spaced = forward_headers(&auth, &claims(r#"{"sub":"Ann Lee","roles":["a b"]}"#));
+        assert_eq!(spaced.expect("forwardable")[1].1, "a b");
     }
 }
