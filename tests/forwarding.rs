@@ -151,3 +151,84 @@ async fn host_routes_pick_their_own_backends() {
     assert_eq!(a.seen()[0].uri, "/elsewhere");
     proxy.shutdown().await;
 }
+
+/// Found by the `token_extract` fuzz target (fuzz/regressions/token_extract/): copies of the
+/// token where the route does not read it (a plain subprotocol entry, the query, a cookie)
+/// reached the backend, and so did a bearer value that was not read (not UTF-8, or a tab):
+/// the first are now stripped, the second refused before the backend is contacted.
+#[tokio::test]
+async fn copies_of_the_token_and_unread_bearer_values_never_reach_the_backend() {
+    let backend = EchoBackend::start(&["chat"]).await;
+    let routes = format!(
+        "{}{}",
+        route("echo", "/echo", &backend.url()).replace(
+            "provider: test\n",
+            "provider: test\n      token_from: [header]\n"
+        ),
+        route("query", "/query", &backend.url()).replace(
+            "provider: test\n",
+            "provider: test\n      token_from: [header, query]\n"
+        ),
+    );
+    let proxy = TestProxy::start_with("", &routes).await;
+    let token = proxy.token.clone();
+    let bearer = format!("Bearer {token}");
+    let offer = format!("chat, {token}, bearer, {token}");
+    let cookie = format!("session=s1; jwt={token}");
+    let (ws, response) = proxy
+        .connect_with(
+            &format!("/echo?room=1&access_token={token}"),
+            &[
+                ("authorization", &bearer),
+                ("sec-websocket-protocol", &offer),
+                ("cookie", &cookie),
+            ],
+        )
+        .await
+        .expect("upgrade");
+    drop(ws);
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("chat")
+    );
+    let seen = backend.seen();
+    let [request] = &seen[..] else {
+        panic!("one backend handshake, saw {}", seen.len());
+    };
+    assert!(request.uri.ends_with("?room=1"), "{request:?}");
+    assert_eq!(request.header("cookie"), Some("session=s1"));
+    assert_eq!(
+        request.header("sec-websocket-protocol"),
+        Some("chat, bearer")
+    );
+    assert!(
+        !format!("{request:?}").contains(&token),
+        "the backend saw the token"
+    );
+
+    let with_header = |header: &[u8]| {
+        let mut bytes = upgrade_request(&format!("/query?access_token={token}"), "");
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(b"\r\n\r\n");
+        bytes
+    };
+    for header in [
+        [
+            b"Authorization: Bearer ".as_slice(),
+            token.as_bytes(),
+            b"\xff",
+        ]
+        .concat(),
+        [b"Authorization: Bearer\t".as_slice(), token.as_bytes()].concat(),
+    ] {
+        let answer = proxy.raw(&with_header(&header)).await;
+        assert_eq!(status(&answer), 401, "{answer}");
+        assert!(answer.contains(r#"error="invalid_request""#), "{answer}");
+    }
+    assert_eq!(backend.seen().len(), 1, "refusals never reach the backend");
+    proxy.shutdown().await;
+}

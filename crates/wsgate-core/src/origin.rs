@@ -121,7 +121,9 @@ impl fmt::Display for Pattern {
 
 /// `scheme://host[:port]` -> lower-case parts with the default port filled in.
 fn split(text: &str) -> Option<(Scheme, String, u16)> {
-    let lower = text.trim().to_ascii_lowercase();
+    // ASCII whitespace only: `str::trim` would also drop Unicode spaces such as U+00A0, which
+    // no origin contains.
+    let lower = text.trim_ascii().to_ascii_lowercase();
     let (scheme, rest) = if let Some(rest) = lower.strip_prefix("https://") {
         (Scheme::Https, rest)
     } else if let Some(rest) = lower.strip_prefix("http://") {
@@ -204,6 +206,17 @@ mod tests {
                 "{origin:?} must be refused"
             );
         }
+    }
+
+    /// Found by the `origin_match` fuzz target (fuzz/regressions/origin_match/): `trim` took
+    /// Unicode spaces off, so `https://43` followed by U+00A0 parsed as the origin
+    /// `https://43:443`, while `check` refused the same header value.
+    #[test]
+    fn only_ascii_whitespace_is_trimmed() {
+        assert_eq!(Origin::parse("https://43\u{a0}\u{a0}"), None);
+        assert_eq!(Origin::parse("\u{2003}https://a.example.com"), None);
+        assert!(Pattern::parse("https://a.example.com\u{a0}").is_err());
+        assert!(allowed("https://a.example.com", " https://a.example.com\t"));
     }
 
     #[test]

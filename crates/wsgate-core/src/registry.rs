@@ -196,7 +196,7 @@ impl Registry {
         lock(&self.sessions)
             .values()
             .filter(|s| matches(s, kind, value))
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s.principal.exp))
+            .map(|s| SystemTime::now() + s.principal.remaining(Duration::ZERO))
             .max()
     }
 

@@ -578,15 +578,15 @@ async fn admit_and_open(
     };
 
     let mut forwarded = backend::end_to_end(headers);
-    token::strip_headers(auth, &mut forwarded);
+    token::strip_headers(auth, &token, &mut forwarded);
     forwarded.extend(
         identity
             .into_iter()
             .map(|(name, value)| (Some(name), value)),
     );
     let mut protocols = upgrade.protocols;
-    let marker_offered = token::strip_protocols(auth, &mut protocols);
-    let query = token::strip_query(auth, query);
+    let marker_offered = token::strip_protocols(auth, &token, &mut protocols);
+    let query = token::strip_query(auth, &token, query);
     let outgoing = Outgoing {
         target: backend_target(route, request.uri().path(), query.as_deref()),
         headers: forwarded,

@@ -87,14 +87,27 @@ pub struct Principal {
     kid: Option<String>,
 }
 
+/// The longest wait on a token's `exp`. `exp` is whatever u64 the issuer signed, and adding
+/// it to `SystemTime` or `Instant` unchecked overflows (and panics) past about 2^63 seconds.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 impl Principal {
+    /// Time left until `exp` plus `leeway` (zero once passed), at most thirty years.
+    pub fn remaining(&self, leeway: Duration) -> Duration {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.exp))
+            .and_then(|exp| exp.checked_add(leeway))
+            .map_or(FAR_FUTURE, |deadline| {
+                deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+            })
+            .min(FAR_FUTURE)
+    }
+
     /// When the session must end: `exp` plus the provider's leeway, as a tokio instant.
     pub fn expires_at(&self, leeway: Duration) -> tokio::time::Instant {
-        let deadline = UNIX_EPOCH + Duration::from_secs(self.exp) + leeway;
-        let left = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        tokio::time::Instant::now() + left
+        tokio::time::Instant::now() + self.remaining(leeway)
     }
 }
 
@@ -113,8 +126,7 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExpiry {
         principal: &Arc<Principal>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        let exp = UNIX_EPOCH + Duration::from_secs(principal.exp);
-        Some(exp.duration_since(SystemTime::now()).unwrap_or_default())
+        Some(principal.remaining(Duration::ZERO))
     }
 }
 
@@ -321,11 +333,19 @@ pub fn forward_headers(
     claims: &Map<String, Value>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
     let unforwardable = Error::InvalidToken("claim_unforwardable");
-    let scalar = |value: &Value| match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+    // The backend must read exactly what was verified: HTTP parsers drop leading and trailing
+    // spaces and tabs, and a comma inside an array element would read as two elements.
+    let scalar = |value: &Value, in_array: bool| {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return None,
+        };
+        let clean = !text.chars().any(char::is_control)
+            && text.trim_matches(' ') == text
+            && !(in_array && text.contains(','));
+        clean.then_some(text)
     };
     let mut headers = Vec::new();
     for (claim, name) in &auth.forward_claims {
@@ -333,11 +353,11 @@ pub fn forward_headers(
             None | Some(Value::Null) => continue,
             Some(Value::Array(items)) => items
                 .iter()
-                .map(scalar)
+                .map(|item| scalar(item, true))
                 .collect::<Option<Vec<_>>>()
                 .ok_or(unforwardable)?
                 .join(","),
-            Some(value) => scalar(value).ok_or(unforwardable)?,
+            Some(value) => scalar(value, false).ok_or(unforwardable)?,
         };
         let value = HeaderValue::from_str(&text).map_err(|_| unforwardable)?;
         headers.push((name.clone(), value));
@@ -393,6 +413,45 @@ mod tests {
         }
     }
 
+    /// Found by the `jwt_verify` fuzz target (fuzz/regressions/jwt_verify/): a correctly
+    /// signed token with `exp` 12329883889435672574 panicked in the verified-token cache
+    /// (`UNIX_EPOCH + exp` overflows), and would have in `expires_at` and the registry too.
+    #[test]
+    fn huge_exp_values_do_not_overflow() {
+        for exp in [
+            12_329_883_889_435_672_574,
+            u64::MAX,
+            1 << 62,
+            i64::MAX as u64,
+        ] {
+            let principal = Principal {
+                sub: None,
+                jti: None,
+                exp,
+                claims: Map::new(),
+                kid: None,
+            };
+            assert_eq!(principal.remaining(Duration::from_secs(30)), FAR_FUTURE);
+            assert!(principal.expires_at(Duration::MAX) > tokio::time::Instant::now());
+            let expiry = UntilExpiry;
+            let cached = moka::Expiry::expire_after_create(
+                &expiry,
+                &[0; 32],
+                &Arc::new(principal),
+                std::time::Instant::now(),
+            );
+            assert_eq!(cached, Some(FAR_FUTURE));
+        }
+        let past = Principal {
+            sub: None,
+            jti: None,
+            exp: 1,
+            claims: Map::new(),
+            kid: None,
+        };
+        assert_eq!(past.remaining(Duration::from_secs(30)), Duration::ZERO);
+    }
+
     #[test]
     fn json_depth_counts_outside_strings() {
         assert_eq!(json_depth(br#"{"a":"[[[[","b":[1,[2]]}"#), Some(3));
@@ -437,5 +496,25 @@ mod tests {
         );
         assert!(forward_headers(&auth, &claims(r#"{"sub":"a\nb"}"#)).is_err());
         assert!(forward_headers(&auth, &claims(r#"{"sub":{"x":1}}"#)).is_err());
+        // Found by the `jwt_verify` fuzz target (fuzz/regressions/jwt_verify/): a tab in a
+        // claim was forwarded; HTTP parsers trim tabs and spaces at the ends, so a signed
+        // `sub` of "\tadmin" or " admin" would read as "admin" at the backend. Commas inside
+        // array elements would read as two elements.
+        for bad in [
+            r#"{"sub":"a\\\n\\\true\\lice"}"#,
+            r#"{"sub":"\tadmin"}"#,
+            r#"{"sub":" admin"}"#,
+            r#"{"sub":"admin "}"#,
+            r#"{"roles":["user,admin"]}"#,
+            r#"{"roles":[" admin"]}"#,
+        ] {
+            assert_eq!(
+                forward_headers(&auth, &claims(bad)).map(|h| h.len()),
+                Err(Error::InvalidToken("claim_unforwardable")),
+                "{bad}"
+            );
+        }
+        let spaced = forward_headers(&auth, &claims(r#"{"sub":"Ann Lee","roles":["a b"]}"#));
+        assert_eq!(spaced.expect("forwardable")[1].1, "a b");
     }
 }

@@ -62,8 +62,13 @@ fn from_header(headers: &HeaderMap) -> Result<Option<String>, Error> {
             false => Ok(None),
         };
     };
-    let Some(token) = bearer(value.as_bytes()) else {
+    if !is_bearer(value.as_bytes()) {
         return Ok(None);
+    }
+    let Some(token) = bearer(value.as_bytes()) else {
+        // A bearer value that is not `Bearer <UTF-8>`: a token the proxy cannot compare with
+        // the other transports' is refused rather than ignored.
+        return Err(Error::InvalidRequest("malformed bearer credentials"));
     };
     if token.is_empty() {
         return Err(Error::InvalidRequest("empty bearer token"));
@@ -76,6 +81,18 @@ fn bearer(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?;
     let (scheme, rest) = text.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// True when the value's scheme (the bytes before the first space or tab) is `Bearer` in any
+/// case, whatever follows: what is stripped before forwarding. Broader than [`bearer`], so
+/// a value the proxy does not read as a token (not UTF-8, a tab separator, no credentials)
+/// still never reaches a backend.
+fn is_bearer(value: &[u8]) -> bool {
+    let end = value
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t'))
+        .unwrap_or(value.len());
+    value[..end].eq_ignore_ascii_case(b"bearer")
 }
 
 fn from_protocols(protocols: &[String], marker: &str) -> Result<Option<String>, Error> {
@@ -154,28 +171,35 @@ fn percent_decode(text: &str) -> Result<String, Error> {
 }
 
 /// Removes `Authorization: Bearer` (always: no bearer token of any kind goes to a backend),
-/// the route's token cookie, and the client's copies of forwarded-claim headers.
-pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
+/// the route's token cookie, any cookie whose value is the request's `token` (a copy in a
+/// transport the route does not read), and the client's copies of forwarded-claim headers.
+pub fn strip_headers(auth: &Auth, token: &str, headers: &mut HeaderMap) {
     let keep: Vec<_> = headers
         .get_all(header::AUTHORIZATION)
         .iter()
-        .filter(|value| bearer(value.as_bytes()).is_none())
+        .filter(|value| !is_bearer(value.as_bytes()))
         .cloned()
         .collect();
     headers.remove(header::AUTHORIZATION);
     for value in keep {
         headers.append(header::AUTHORIZATION, value);
     }
-    if auth.token_from.contains(&Transport::Cookie) && headers.contains_key(header::COOKIE) {
-        let rest: Vec<String> = headers
+    let transport = auth.token_from.contains(&Transport::Cookie);
+    let carries = |pair: &str| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (transport && name == auth.cookie_name) || value == token
+    };
+    let cookies = || {
+        headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .map(str::trim)
-            .filter(|pair| {
-                !pair.is_empty() && pair.split('=').next() != Some(auth.cookie_name.as_str())
-            })
+    };
+    if (transport && headers.contains_key(header::COOKIE)) || cookies().any(carries) {
+        let rest: Vec<String> = cookies()
+            .filter(|pair| !pair.is_empty() && !carries(pair))
             .map(str::to_owned)
             .collect();
         headers.remove(header::COOKIE);
@@ -190,32 +214,39 @@ pub fn strip_headers(auth: &Auth, headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the marker and the token entry that follows it; true when the marker was offered.
-pub fn strip_protocols(auth: &Auth, protocols: &mut Vec<String>) -> bool {
-    if !auth.token_from.contains(&Transport::Subprotocol) {
-        return false;
-    }
-    match protocols.iter().position(|p| *p == auth.subprotocol_marker) {
-        Some(at) => {
-            let end = (at + 2).min(protocols.len());
-            protocols.drain(at..end);
-            true
-        }
-        None => false,
-    }
+/// Removes the marker and the token entry that follows it, and any entry that is the
+/// request's `token` (offered without the marker, or on a route that does not read
+/// subprotocols); true when the marker was offered to a route that reads it.
+pub fn strip_protocols(auth: &Auth, token: &str, protocols: &mut Vec<String>) -> bool {
+    let marker = auth.token_from.contains(&Transport::Subprotocol)
+        && match protocols.iter().position(|p| *p == auth.subprotocol_marker) {
+            Some(at) => {
+                let end = (at + 2).min(protocols.len());
+                protocols.drain(at..end);
+                true
+            }
+            None => false,
+        };
+    protocols.retain(|p| p != token);
+    marker
 }
 
-/// The query without the token parameter (`None` when nothing is left).
-pub fn strip_query(auth: &Auth, query: Option<&str>) -> Option<String> {
+/// The query without the token parameter, nor any parameter whose (decoded) value is the
+/// request's `token` (`None` when nothing is left).
+pub fn strip_query(auth: &Auth, token: &str, query: Option<&str>) -> Option<String> {
     let query = query?;
-    if !auth.token_from.contains(&Transport::Query) {
+    let transport = auth.token_from.contains(&Transport::Query);
+    let carries = |pair: &str| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (transport && key == auth.query_param)
+            || percent_decode(value).is_ok_and(|value| value == token)
+    };
+    if !transport && !query.split('&').any(carries) {
         return Some(query.to_owned());
     }
     let rest: Vec<&str> = query
         .split('&')
-        .filter(|pair| {
-            !pair.is_empty() && pair.split('=').next() != Some(auth.query_param.as_str())
-        })
+        .filter(|pair| !pair.is_empty() && !carries(pair))
         .collect();
     (!rest.is_empty()).then(|| rest.join("&"))
 }
@@ -346,6 +377,39 @@ mod tests {
         ));
     }
 
+    /// Found by the `token_extract` fuzz target (fuzz/regressions/token_extract/): a bearer
+    /// value that is not UTF-8 was neither read as a token nor stripped, so with the token in
+    /// another transport the request was admitted and the header forwarded to the backend.
+    #[test]
+    fn unreadable_bearer_values_are_refused_and_never_forwarded() {
+        let all = auth(&[Transport::Header, Transport::Query, Transport::Subprotocol]);
+        let mut not_utf8 = HeaderMap::new();
+        not_utf8.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"bearer eyJhbGci\xcfiJSUzI1NiJ9.e30.c2ln").expect("obs-text"),
+        );
+        let tab = headers(&[("authorization", "Bearer\ta.b.c")]);
+        let bare = headers(&[("authorization", "BEARER")]);
+        for h in [&not_utf8, &tab, &bare] {
+            assert_eq!(
+                extract(&all, h, Some("access_token=a.b.c"), &[]),
+                Err(Error::InvalidRequest("malformed bearer credentials")),
+                "{h:?}"
+            );
+            let mut forwarded = h.clone();
+            forwarded.append(
+                header::AUTHORIZATION,
+                HeaderValue::from_static("Basic dTpw"),
+            );
+            strip_headers(&all, "a.b.c", &mut forwarded);
+            let left: Vec<_> = forwarded.get_all(header::AUTHORIZATION).iter().collect();
+            assert_eq!(left, ["Basic dTpw"], "{h:?}");
+        }
+        // Schemes that merely start with "bearer" are other schemes.
+        let other = headers(&[("authorization", "Bearerx a.b.c")]);
+        assert_eq!(extract(&all, &other, None, &[]), Ok(None));
+    }
+
     #[test]
     fn stripping_leaves_no_token() {
         let all = auth(&[
@@ -359,7 +423,7 @@ mod tests {
             ("cookie", "theme=dark; access_token=a.b.c"),
             ("x-auth-subject", "spoofed"),
         ]);
-        strip_headers(&all, &mut h);
+        strip_headers(&all, "a.b.c", &mut h);
         assert!(h.get("authorization").is_none());
         assert_eq!(
             h.get("cookie").map(|v| v.to_str().expect("ascii")),
@@ -367,12 +431,55 @@ mod tests {
         );
         assert!(h.get("x-auth-subject").is_none());
         let mut p = protocols(&["chat.v1", "bearer", "a.b.c", "chat.v2"]);
-        assert!(strip_protocols(&all, &mut p));
+        assert!(strip_protocols(&all, "a.b.c", &mut p));
         assert_eq!(p, ["chat.v1", "chat.v2"]);
         assert_eq!(
-            strip_query(&all, Some("access_token=a.b.c&room=1")),
+            strip_query(&all, "a.b.c", Some("access_token=a.b.c&room=1")),
             Some("room=1".into())
         );
-        assert_eq!(strip_query(&all, Some("access_token=a.b.c")), None);
+        assert_eq!(strip_query(&all, "a.b.c", Some("access_token=a.b.c")), None);
+    }
+
+    /// Found by the `token_extract` fuzz target (fuzz/regressions/token_extract/): the token
+    /// also offered as a plain subprotocol entry (or, on a route that reads the header only,
+    /// as `bearer, <JWT>`, `?access_token=` or a cookie) was forwarded to the backend.
+    #[test]
+    fn copies_of_the_token_in_other_transports_are_stripped() {
+        let header_only = auth(&[Transport::Header]);
+        let mut p = protocols(&["chat.v1", "bearer", "a.b.c"]);
+        assert!(!strip_protocols(&header_only, "a.b.c", &mut p));
+        assert_eq!(p, ["chat.v1", "bearer"]);
+        let mut p = protocols(&["b%arer", "a.b.c", "x"]);
+        assert!(!strip_protocols(
+            &auth(&DEFAULT_TOKEN_FROM),
+            "a.b.c",
+            &mut p
+        ));
+        assert_eq!(p, ["b%arer", "x"]);
+        assert_eq!(
+            strip_query(
+                &header_only,
+                "a.b.c",
+                Some("room=1&access_token=a%2Eb.c&t=a.b.cd")
+            ),
+            Some("room=1&t=a.b.cd".into())
+        );
+        // Queries without a copy are forwarded exactly as they came.
+        assert_eq!(
+            strip_query(&header_only, "a.b.c", Some("a=1&&access_token=x")),
+            Some("a=1&&access_token=x".into())
+        );
+        let mut h = headers(&[
+            ("cookie", "session=s1; jwt=a.b.c"),
+            ("cookie", "access_token=other"),
+        ]);
+        strip_headers(&header_only, "a.b.c", &mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["session=s1; access_token=other"]
+        );
+        let mut untouched = headers(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        strip_headers(&header_only, "a.b.c", &mut untouched);
+        assert_eq!(untouched.get_all("cookie").iter().count(), 2);
     }
 }
