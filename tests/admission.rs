@@ -245,6 +245,42 @@ async fn on_limit_drop_discards_messages_and_keeps_the_session() {
 }
 
 #[tokio::test]
+async fn a_dropped_fragmented_message_is_dropped_whole() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      message_rate: 1/m\n      message_burst: 1\n      on_limit: drop\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let mut ws = proxy.connect("/echo").await;
+    ws.send(Message::text("first")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("first"));
+    // Over the rate: the message is judged by its first frame and every fragment goes. A
+    // continuation frame reaching the backend alone would be a protocol error there (1002).
+    for (part, opcode, fin) in [
+        ("frag", OpCode::Data(Data::Text), false),
+        ("men", OpCode::Data(Data::Continue), false),
+        ("ted", OpCode::Data(Data::Continue), true),
+    ] {
+        let frame = Frame::message(part.as_bytes().to_vec(), opcode, fin);
+        ws.send(Message::Frame(frame)).await.expect("send frame");
+    }
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_rate_limited_total{route="echo",kind="message"}"#,
+        1.0,
+    )
+    .await;
+    ws.send(Message::Close(None)).await.expect("close");
+    assert_eq!(
+        close_code(&mut ws).await,
+        None,
+        "a clean close, not a protocol error"
+    );
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_byte_rate_closes_past_its_budget() {
     let backend = EchoBackend::start(&[]).await;
     let limits = "      byte_rate: 1000B/m\n      max_message_size: 1000B\n";
