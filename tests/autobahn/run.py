@@ -139,9 +139,10 @@ def start_stack(wsgate, socat, config, work):
         raise Failed(f"the issuer's /token answered {status}")
 
     # socat's OPENSSL address verifies the peer by default: trust exactly the proxy's certificate.
+    # No SNI: the runner's Host is 127.0.0.1, and wsgate answers 421 when SNI and Host differ.
     wrapper = start("socat", [socat, "-d", "-d", "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr,fork",
                               f"OPENSSL:{proxy_addr},cafile={certs / 'server.crt'},"
-                              "commonname=localhost,snihost=localhost"], logs)
+                              "commonname=localhost,no-sni=1"], logs)
     (wrapper_port,) = wait_for("socat's port", logged(logs / "socat.log", r"listening on .*:(\d+)\s"), wrapper)
     return {"wrapper": f"127.0.0.1:{wrapper_port}", "token": token, "admin": admin_addr, "logs": logs}
 
