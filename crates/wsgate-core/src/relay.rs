@@ -343,12 +343,7 @@ where
             .is_some_and(|since| now >= since + timeouts.pong_timeout)
         {
             // The client accepts nothing: it cannot take a close frame either.
-            self.first = Some(First::Stalled);
-            self.close_by = Some(now + CLOSE_TIMEOUT);
-            self.down.dst_dead = true;
-            self.down.discard();
-            self.up.mode = Mode::Done;
-            self.up.own_close(1001, "going away");
+            self.client_gone(First::Stalled);
         } else if self
             .awaiting_pong
             .is_some_and(|sent| now >= sent + timeouts.pong_timeout)
@@ -389,6 +384,16 @@ where
         self.up.until_boundary();
     }
 
+    /// Nothing more can be read from or written to the client: the backend gets 1001 and its
+    /// answer is awaited.
+    fn client_gone(&mut self, first: First) {
+        self.begin(first);
+        self.up.mode = Mode::Done;
+        self.up.own_close(1001, "going away");
+        self.down.dst_dead = true;
+        self.down.discard();
+    }
+
     fn begin(&mut self, first: First) {
         if self.first.is_none() {
             self.first = Some(first);
@@ -403,12 +408,7 @@ where
                 self.client_close = Some(code);
                 self.begin(First::Up(stop));
             }
-            Stop::Vanished => {
-                self.begin(First::Up(stop));
-                self.up.own_close(1001, "going away");
-                self.down.dst_dead = true;
-                self.down.discard();
-            }
+            Stop::Vanished => self.client_gone(First::Up(stop)),
             Stop::Violated(violation) => {
                 self.begin(First::Up(stop));
                 self.down.own_close(violation.code(), violation.reason());
@@ -434,10 +434,8 @@ where
                 self.begin(First::Down(stop));
                 match self.client_close {
                     // The client had closed: it gets its own close back.
-                    Some(code) => match code {
-                        Some(code) => self.down.own_close(code, ""),
-                        None => self.down.own = Some(Own::new(Opcode::Close, &[], None, true)),
-                    },
+                    Some(Some(code)) => self.down.own_close(code, ""),
+                    Some(None) => self.down.own_close_payload(&[]),
                     None => self.down.own_close(1014, "bad gateway"),
                 }
                 if violated {
@@ -447,12 +445,7 @@ where
                 }
                 self.up.discard();
             }
-            Stop::SinkFailed => {
-                self.begin(First::Down(stop));
-                self.up.mode = Mode::Done;
-                self.up.own_close(1001, "going away");
-                self.down.discard();
-            }
+            Stop::SinkFailed => self.client_gone(First::Down(stop)),
             Stop::Limited => {}
         }
     }
@@ -624,12 +617,17 @@ impl Pump {
     /// Queues a close frame of the proxy's own for the destination (masked towards the
     /// backend), unless the destination already has one.
     fn own_close(&mut self, code: u16, reason: &str) {
+        let (payload, len) = frame::close_payload(code, reason);
+        self.own_close_payload(&payload[..len]);
+    }
+
+    /// [`Pump::own_close`] with the payload as it goes out (empty: a close without a code).
+    fn own_close_payload(&mut self, payload: &[u8]) {
         if self.dst_closed || self.close_queued || self.own.as_ref().is_some_and(|own| own.close) {
             return;
         }
         let mask = self.to_backend.then(mask_key);
-        let (payload, len) = frame::close_payload(code, reason);
-        self.own = Some(Own::new(Opcode::Close, &payload[..len], mask, true));
+        self.own = Some(Own::new(Opcode::Close, payload, mask, true));
     }
 
     /// Reads on only to find the source's close frame (unless finished with already).
