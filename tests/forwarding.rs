@@ -232,3 +232,61 @@ async fn copies_of_the_token_and_unread_bearer_values_never_reach_the_backend() 
     assert_eq!(backend.seen().len(), 1, "refusals never reach the backend");
     proxy.shutdown().await;
 }
+
+/// A Cookie header with a byte past ASCII (browsers send UTF-8 cookie values) was skipped
+/// whole: a copy of the token in it reached a header-only route's backend, and a cookie
+/// route did not find its token there.
+#[tokio::test]
+async fn cookies_are_read_as_bytes_so_a_non_ascii_one_hides_nothing() {
+    let backend = EchoBackend::start(&[]).await;
+    let routes = format!(
+        "{}{}",
+        route("echo", "/echo", &backend.url()).replace(
+            "provider: test\n",
+            "provider: test\n      token_from: [header]\n"
+        ),
+        route("cookie", "/cookie", &backend.url())
+            .replace(
+                "provider: test\n",
+                "provider: test\n      token_from: [cookie]\n"
+            )
+            .replace(
+                "origins: any\n",
+                "origins:\n      allow: [https://app.example.com]\n"
+            ),
+    );
+    let proxy = TestProxy::start_with("", &routes).await;
+    let token = proxy.token.clone();
+    let request = |path: &str, extra: &str, cookie: &[u8]| {
+        let mut bytes = upgrade_request(path, extra);
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(b"Cookie: name=Jos\xc3\xa9; ");
+        bytes.extend_from_slice(cookie);
+        bytes.extend_from_slice(b"\r\n\r\n");
+        bytes
+    };
+    let copy = format!("jwt={token}");
+    let answer = proxy
+        .raw(&request("/echo", &proxy.bearer(), copy.as_bytes()))
+        .await;
+    assert_eq!(status(&answer), 101, "{answer}");
+    let read = format!("access_token={token}");
+    let answer = proxy
+        .raw(&request(
+            "/cookie",
+            "Origin: https://app.example.com\r\n",
+            read.as_bytes(),
+        ))
+        .await;
+    assert_eq!(status(&answer), 101, "{answer}");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 2, "both upgrades reached the backend");
+    for request in &seen {
+        assert_eq!(request.header("cookie"), Some("name=José"), "{request:?}");
+        assert!(
+            !format!("{request:?}").contains(&token),
+            "the backend saw the token"
+        );
+    }
+    proxy.shutdown().await;
+}

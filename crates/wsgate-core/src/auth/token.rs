@@ -11,7 +11,7 @@
 //! A transport that carries two tokens, or transports that carry different tokens, make the
 //! request ambiguous: it is refused rather than guessed at.
 
-use hyper::header::{self, HeaderMap};
+use hyper::header::{self, HeaderMap, HeaderValue};
 
 use super::Error;
 use crate::config::{Auth, Transport};
@@ -32,11 +32,7 @@ pub fn extract(
                 from_pairs(query.unwrap_or("").split('&'), &auth.query_param, true)?
             }
             Transport::Cookie => {
-                let cookies = headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(';'));
+                let cookies = cookie_pairs(headers).filter_map(|p| std::str::from_utf8(p).ok());
                 from_pairs(cookies, &auth.cookie_name, false)?
             }
         };
@@ -170,6 +166,16 @@ fn percent_decode(text: &str) -> Result<String, Error> {
     String::from_utf8(out).map_err(|_| Error::InvalidRequest("the query token is not UTF-8"))
 }
 
+/// The `name=value` pairs of every Cookie header, as bytes: a cookie value may hold any octet,
+/// and a pair that is not UTF-8 must not hide the others (nor a copy of the token) from view.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Removes `Authorization: Bearer` (always: no bearer token of any kind goes to a backend),
 /// the route's token cookie, any cookie whose value is the request's `token` (a copy in a
 /// transport the route does not read), and the client's copies of forwarded-claim headers.
@@ -185,25 +191,20 @@ pub fn strip_headers(auth: &Auth, token: &str, headers: &mut HeaderMap) {
         headers.append(header::AUTHORIZATION, value);
     }
     let transport = auth.token_from.contains(&Transport::Cookie);
-    let carries = |pair: &str| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (transport && name == auth.cookie_name) || value == token
+    let carries = |pair: &[u8]| {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (transport && name == auth.cookie_name.as_bytes()) || value == token.as_bytes()
     };
-    let cookies = || {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-    };
-    if (transport && headers.contains_key(header::COOKIE)) || cookies().any(carries) {
-        let rest: Vec<String> = cookies()
+    if (transport && headers.contains_key(header::COOKIE)) || cookie_pairs(headers).any(carries) {
+        let rest: Vec<&[u8]> = cookie_pairs(headers)
             .filter(|pair| !pair.is_empty() && !carries(pair))
-            .map(str::to_owned)
             .collect();
+        let rest = rest.join(&b"; "[..]);
         headers.remove(header::COOKIE);
-        if let Ok(value) = rest.join("; ").parse()
+        if let Ok(value) = HeaderValue::from_bytes(&rest)
             && !rest.is_empty()
         {
             headers.insert(header::COOKIE, value);
