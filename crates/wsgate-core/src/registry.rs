@@ -147,6 +147,11 @@ impl Registry {
             kick,
         });
         lock(&self.sessions).insert(session.id, session.clone());
+        // A revocation made between the handshake's check and this insert kicked only the
+        // sessions registered then: look again now that this one is visible to `revoke`.
+        if self.is_revoked(&session.principal) {
+            session.kick(Kick::REVOKED);
+        }
         Registration {
             registry: self.clone(),
             session,
@@ -260,5 +265,38 @@ fn matches(session: &Session, kind: &str, value: &str) -> bool {
 impl Revocation {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"kind": self.kind, "value": self.value, "until": unix(self.until)})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_registered_after_its_revocation_is_kicked_at_once() {
+        // The handshake checked `is_revoked` before the admin's revoke landed; the revoke then
+        // kicked the sessions registered at that moment, not this one.
+        let registry = Arc::new(Registry::default());
+        let principal = Arc::new(Principal {
+            sub: Some("alice".into()),
+            jti: Some("t-1".into()),
+            exp: u64::MAX,
+            claims: Default::default(),
+            kid: None,
+        });
+        let until = SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(registry.revoke("jti", "t-1", until), 0, "nothing live yet");
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let late = registry.register("echo", principal.clone(), peer, None);
+        assert_eq!(*late.kicked.borrow(), Some(Kick::REVOKED));
+        let other = Arc::new(Principal {
+            sub: Some("bob".into()),
+            jti: Some("t-2".into()),
+            exp: u64::MAX,
+            claims: Default::default(),
+            kid: None,
+        });
+        let fine = registry.register("echo", other, peer, None);
+        assert_eq!(*fine.kicked.borrow(), None);
     }
 }

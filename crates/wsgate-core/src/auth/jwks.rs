@@ -94,8 +94,8 @@ impl KeySet {
         }
     }
 
-    pub fn contains_kid(&self, kid: Option<&str>) -> bool {
-        kid.is_none_or(|kid| self.by_kid.contains_key(kid))
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
     }
 
     pub fn len(&self) -> usize {

@@ -84,7 +84,7 @@ pub struct Principal {
     /// `exp`, seconds since the epoch.
     pub exp: u64,
     pub claims: Map<String, Value>,
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
 }
 
 /// The longest wait on a token's `exp`. `exp` is whatever u64 the issuer signed, and adding
@@ -150,8 +150,13 @@ impl Authenticator {
         let store = self.stores.get(provider).ok_or(Error::KeysUnavailable)?;
         let keys = store.current().ok_or(Error::KeysUnavailable)?;
         let cache_key = digest(provider, token);
+        // A cached verification stands while its key's id is still published; a token without
+        // a kid names no key, so it could outlive a rotation: it is verified afresh each time.
         if let Some(principal) = self.cache.get(&cache_key)
-            && keys.contains_kid(principal.kid.as_deref())
+            && principal
+                .kid
+                .as_deref()
+                .is_some_and(|kid| keys.contains_kid(kid))
             && principal.exp >= now()
         {
             return Ok(principal);
