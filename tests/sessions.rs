@@ -396,3 +396,36 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
     drop(gone);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_other_limits_keeps_the_subject_counts() {
+    let backend = EchoBackend::start(&[]).await;
+    let capped = |rate: &str| {
+        format!(
+            "{}    limits:\n      max_connections_per_subject: 1\n      message_rate: {rate}\n",
+            route("echo", "/echo", &backend.url())
+        )
+    };
+    let proxy = start(&capped("100/s")).await;
+    let first = open(&proxy, "/echo", &bearer("alice", "1")).await;
+    let over = |jti: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let auth = format!("Authorization: {}\r\n", bearer("alice", jti));
+            status(&proxy.raw(&upgrade_request("/echo", &auth)).await)
+        }
+    };
+    assert_eq!(over("2").await, 429, "the cap before the reload");
+    // Only the message rate changes: alice's live session still holds her one slot.
+    let start = proxy.yaml.find("routes:\n").expect("routes") + "routes:\n".len();
+    std::fs::write(
+        &proxy.config_path,
+        format!("{}{}", &proxy.yaml[..start], capped("50/s")),
+    )
+    .expect("write");
+    let (code, answer) = admin(&proxy, "POST", "/admin/reload", "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(over("3").await, 429, "the cap after the reload");
+    drop(first);
+    proxy.shutdown().await;
+}

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,7 +91,8 @@ impl<C: Clock> std::fmt::Debug for PerIp<C> {
 /// Live sessions per subject on one route.
 #[derive(Debug)]
 pub struct Subjects {
-    max: usize,
+    /// Changed in place by a reload, so the counts of live sessions carry over.
+    max: AtomicUsize,
     counts: Mutex<HashMap<String, usize>>,
 }
 
@@ -103,9 +105,13 @@ pub struct SubjectSlot {
 impl Subjects {
     pub fn new(max: usize) -> Arc<Subjects> {
         Arc::new(Subjects {
-            max,
+            max: AtomicUsize::new(max),
             counts: Mutex::default(),
         })
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// A slot for `sub`, or `None` when it already has `max` sessions.
@@ -116,7 +122,7 @@ impl Subjects {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry(sub.to_owned()).or_insert(0);
-        if *count >= self.max {
+        if *count >= self.max.load(Ordering::Relaxed) {
             return None;
         }
         *count += 1;

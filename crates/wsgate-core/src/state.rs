@@ -94,23 +94,28 @@ impl State {
             refreshers.push(refresher);
         }
         let router = Router::new(config.routes.iter().map(|route| {
-            let kept = previous
-                .and_then(|old| old.router.get(&route.name))
-                .filter(|old| old.route.limits == route.limits);
+            // Limiter state survives a reload: the per-IP buckets while their rate and burst
+            // are unchanged, the per-subject counts always (live sessions hold their slots).
+            let old = previous.and_then(|old| old.router.get(&route.name));
+            let limits = &route.limits;
+            let rate = (limits.handshake_rate_per_ip, limits.handshake_burst_per_ip);
             RouteEntry {
                 metrics: metrics.route(&route.name),
-                per_ip: kept.map_or_else(
-                    || {
-                        Arc::new(PerIp::new(
-                            route.limits.handshake_rate_per_ip,
-                            route.limits.handshake_burst_per_ip,
-                        ))
+                per_ip: old
+                    .filter(|old| {
+                        let was = &old.route.limits;
+                        (was.handshake_rate_per_ip, was.handshake_burst_per_ip) == rate
+                    })
+                    .map_or_else(
+                        || Arc::new(PerIp::new(rate.0, rate.1)),
+                        |old| old.per_ip.clone(),
+                    ),
+                subjects: old.map_or_else(
+                    || Subjects::new(limits.max_connections_per_subject),
+                    |old| {
+                        old.subjects.set_max(limits.max_connections_per_subject);
+                        old.subjects.clone()
                     },
-                    |old| old.per_ip.clone(),
-                ),
-                subjects: kept.map_or_else(
-                    || Subjects::new(route.limits.max_connections_per_subject),
-                    |old| old.subjects.clone(),
                 ),
                 route: route.clone(),
             }
