@@ -194,7 +194,7 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
             .filter(|v| !v.is_empty())
     };
     if let Some(id) = body.get("session").and_then(Value::as_u64) {
-        let closed = shared.registry.kick(|s| s.id == id, Kick::REVOKED);
+        let closed = shared.registry.kick_id(id, Kick::REVOKED);
         info!(session = id, closed, "session revoked");
         return json_response(StatusCode::OK, &json!({ "closed": closed }));
     }

@@ -62,7 +62,7 @@ impl Session {
         })
     }
 
-    fn kick(&self, kick: Kick) {
+    pub(crate) fn kick(&self, kick: Kick) {
         self.kick.send_replace(Some(kick));
     }
 }
@@ -169,6 +169,15 @@ impl Registry {
             .collect();
         sessions.sort_by_key(|s| s.id);
         sessions
+    }
+
+    /// Closes the session `id` with `kick`; returns how many (0 or 1).
+    pub fn kick_id(&self, id: u64, kick: Kick) -> usize {
+        let session = lock(&self.sessions).get(&id).cloned();
+        session.map_or(0, |session| {
+            session.kick(kick);
+            1
+        })
     }
 
     /// Closes every session `select` picks with `kick`; returns how many.

@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     /// The configuration file, for reloads.
     pub(crate) source: Option<PathBuf>,
+    /// Reloads (SIGHUP, the file watch, the admin API) run one at a time: two built from the
+    /// same old state would both start key stores for a new provider, and one would never stop.
+    pub(crate) reloading: Mutex<()>,
 }
 
 impl Shared {
@@ -156,6 +159,7 @@ impl Server {
             tracker: TaskTracker::new(),
             registry: Arc::default(),
             source: None,
+            reloading: Mutex::default(),
         };
         Ok(Server {
             shared: Arc::new(shared),

@@ -66,6 +66,7 @@ impl State {
         }
         let mut stores = Vec::new();
         let mut refreshers = Vec::new();
+        let mut started = Vec::new();
         for provider in &config.providers {
             let reused = previous.and_then(|old| {
                 old.auth
@@ -84,14 +85,18 @@ impl State {
                     })?;
                     let store = Arc::new(store);
                     let refresher = stopping.child_token();
-                    // Keys are fetched in the background: until a provider has them, its
-                    // routes answer 503 and /readyz says not ready.
-                    tokio::spawn(store.clone().run(refresher.clone()));
+                    started.push((store.clone(), refresher.clone()));
                     (store, refresher)
                 }
             };
             stores.push(store);
             refreshers.push(refresher);
+        }
+        // Keys are fetched in the background once every provider is built (a later one failing
+        // leaves nothing running): until a provider has them, its routes answer 503 and /readyz
+        // says not ready.
+        for (store, refresher) in started {
+            tokio::spawn(store.run(refresher));
         }
         let router = Router::new(config.routes.iter().map(|route| {
             // Limiter state survives a reload: the per-IP buckets while their rate and burst
@@ -187,6 +192,10 @@ impl Shared {
 
     /// Swaps in `config` and closes the sessions it no longer admits.
     pub(crate) fn apply(&self, config: Config) -> Result<Value, Error> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.state();
         if config.listen.address != old.config.listen.address
             || config.admin.address != old.config.admin.address
@@ -209,8 +218,14 @@ impl Shared {
         let (mut removed, mut revoked) = (0, 0);
         for session in self.registry.list(None, None) {
             match new.admits(&old, &session) {
-                None => removed += self.registry.kick(|s| s.id == session.id, Kick::GOING_AWAY),
-                Some(false) => revoked += self.registry.kick(|s| s.id == session.id, Kick::REVOKED),
+                None => {
+                    session.kick(Kick::GOING_AWAY);
+                    removed += 1;
+                }
+                Some(false) => {
+                    session.kick(Kick::REVOKED);
+                    revoked += 1;
+                }
                 Some(true) => {}
             }
         }
