@@ -563,9 +563,7 @@ impl TestProxy {
     /// Sends raw bytes over TLS and returns what the proxy answers: everything until it
     /// closes, or just the head of a 101 (the session then stays open).
     pub async fn raw(&self, request: &[u8]) -> String {
-        let answer = exchange(&mut self.tls().await, request).await;
-        leak::observe("response", answer.as_bytes());
-        answer
+        exchange(&mut self.tls().await, request).await
     }
 
     /// The Prometheus exposition from the admin listener.
@@ -610,6 +608,7 @@ where
             break;
         }
     }
+    leak::observe("response", &answer);
     String::from_utf8_lossy(&answer).into_owned()
 }
 
@@ -640,7 +639,12 @@ pub async fn wss_connect(
     match &result {
         Ok((_, response)) => leak::observe("response", format!("{response:?}").as_bytes()),
         Err(WsError::Http(response)) => {
-            leak::observe("response", format!("{response:?}").as_bytes())
+            // The body prints as a list of numbers: it is searched as bytes.
+            let head = format!("{:?} {:?}", response.status(), response.headers());
+            leak::observe("response", head.as_bytes());
+            if let Some(body) = response.body() {
+                leak::observe("response", body);
+            }
         }
         Err(_) => {}
     }
@@ -673,7 +677,6 @@ pub async fn admin_call(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut tcp = within(TcpStream::connect(admin)).await.expect("connect");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -681,22 +684,18 @@ pub async fn admin_call(
         "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    within(tcp.read_to_end(&mut answer)).await.expect("read");
-    leak::observe("response", &answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status(&answer), body)
+    http(admin, &request).await
 }
 
 /// A plain HTTP/1.1 GET; returns status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = within(TcpStream::connect(addr)).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http(addr, &request).await
+}
+
+/// Sends one plain HTTP/1.1 request (with `Connection: close`); returns status and body.
+async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut tcp = within(TcpStream::connect(addr)).await.expect("connect");
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     within(tcp.read_to_end(&mut answer)).await.expect("read");
@@ -864,6 +863,9 @@ pub struct LogCapture(pub Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for LogCapture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // While a capture is this thread's subscriber, the suite-wide one sees nothing of it:
+        // the leak search gets every line here too.
+        leak::observe("logs", bytes);
         self.0.lock().expect("lock").extend_from_slice(bytes);
         Ok(bytes.len())
     }
