@@ -89,13 +89,22 @@ impl Client {
 
 /// Sends a close frame and waits (bounded) for the other side's close and the end of the
 /// stream, so the proxy finishes its closing work before the next window starts.
-pub async fn close(mut ws: WebSocketStream<Stream>) {
+pub async fn close(mut ws: WebSocketStream<Stream>) -> bool {
     let polite = async {
-        if ws.close(None).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
+        if ws.close(None).await.is_err() {
+            return false;
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(_)) => {}
+                None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => {
+                    return true;
+                }
+                Some(Err(_)) => return false,
+            }
         }
     };
-    drop(tokio::time::timeout(CLOSE_TIMEOUT, polite).await);
+    matches!(tokio::time::timeout(CLOSE_TIMEOUT, polite).await, Ok(true))
 }
 
 /// The length of the next data message; `None` on close, error or end of stream.

@@ -47,8 +47,9 @@ async fn cycle_loop(client: Arc<Client>, started: Arc<AtomicU64>, amount: Amount
         match client.open().await {
             Ok(ws) => {
                 tally.opened += 1;
-                client::close(ws).await;
-                tally.closed += 1;
+                if client::close(ws).await {
+                    tally.closed += 1;
+                }
             }
             Err(error) => {
                 tally.open_failed(&error);

@@ -122,18 +122,19 @@ impl Session {
         }
     }
 
-    /// Sends a normal close and waits (bounded) for the proxy's close and the end of stream.
-    pub async fn close(mut self) {
+    /// Sends a normal close and waits (bounded) for the proxy's close; true when it came.
+    pub async fn close(mut self) -> bool {
         let polite = async {
             self.send(CLOSE, &NORMAL.to_be_bytes()).await?;
             while let Some((_, opcode, _)) = self.frame().await? {
                 if opcode == CLOSE {
-                    break;
+                    self.io().shutdown().await?;
+                    return Ok(true);
                 }
             }
-            self.io().shutdown().await
+            Ok::<_, io::Error>(false)
         };
-        drop(tokio::time::timeout(CLOSE_WAIT, polite).await);
+        matches!(tokio::time::timeout(CLOSE_WAIT, polite).await, Ok(Ok(true)))
     }
 
     /// One frame: (FIN, opcode, payload); `None` at the end of the stream.
@@ -207,7 +208,8 @@ impl Session {
 }
 
 /// Holds an open session: answers pings until `go` fires, then closes it politely. `Ok(())`
-/// when closed as told; `Err(code)` if the session ended first.
+/// when closed as told and the proxy answered the close; `Err(code)` if the session ended
+/// first, `Err(None)` too when the proxy left the close unanswered.
 pub async fn park(
     mut session: Session,
     mut go: tokio::sync::watch::Receiver<bool>,
@@ -223,6 +225,9 @@ pub async fn park(
         code = ended => return Err(code),
         _ = go.wait_for(|go| *go) => {}
     }
-    session.close().await;
-    Ok(())
+    if session.close().await {
+        Ok(())
+    } else {
+        Err(None)
+    }
 }
