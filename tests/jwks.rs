@@ -251,3 +251,26 @@ async fn a_private_identity_provider_is_trusted_through_ca_file_only() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn keys_of_different_types_may_share_a_kid() {
+    // RFC 7517 section 4.5: one kid for an RSA key and an EC key; the algorithm tells them
+    // apart (the set used to keep only the last key of a kid).
+    let backend = EchoBackend::start(&[]).await;
+    let rsa = keys()[0].clone();
+    let mut ec = keys()[2].clone();
+    ec.kid = rsa.kid.clone();
+    ec.jwk["kid"] = rsa.kid.clone().into();
+    let proxy = TestProxy::start_full(Setup {
+        routes: route("echo", "/echo", &backend.url()),
+        jwks_keys: vec![rsa.clone(), ec.clone()],
+        ..Setup::default()
+    })
+    .await;
+    for key in [&rsa, &ec] {
+        let auth = format!("Authorization: Bearer {}\r\n", sign(key, &claims("alice")));
+        let answer = proxy.raw(&upgrade_request("/echo", &auth)).await;
+        assert_eq!(status(&answer), 101, "{:?}: {answer}", key.alg);
+    }
+    proxy.shutdown().await;
+}

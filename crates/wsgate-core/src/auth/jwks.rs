@@ -71,31 +71,28 @@ pub struct Key {
 
 /// The keys of one successful fetch.
 pub struct KeySet {
-    by_kid: HashMap<String, Arc<Key>>,
     all: Vec<Arc<Key>>,
     pub fetched: Instant,
 }
 
 impl KeySet {
-    /// The key for a token's `kid` and `alg`. Without a `kid`, only a set with exactly one
-    /// key for that algorithm answers.
+    /// The one key that fits a token's `kid` (when it has one) and `alg`; several fitting
+    /// keys answer nothing. Two keys may share a `kid` when their types differ (RFC 7517
+    /// section 4.5), so the algorithm tells them apart. Sets hold a handful of keys.
     pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Arc<Key>> {
-        match kid {
-            Some(kid) => self.by_kid.get(kid).filter(|k| k.algorithms.contains(&alg)),
-            None => {
-                let mut fitting = self.all.iter().filter(|k| k.algorithms.contains(&alg));
-                let first = fitting.next();
-                if fitting.next().is_some() {
-                    None
-                } else {
-                    first
-                }
-            }
+        let mut fitting = self.all.iter().filter(|k| {
+            k.algorithms.contains(&alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid))
+        });
+        let first = fitting.next();
+        if fitting.next().is_some() {
+            None
+        } else {
+            first
         }
     }
 
     pub fn contains_kid(&self, kid: &str) -> bool {
-        self.by_kid.contains_key(kid)
+        self.all.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 
     pub fn len(&self) -> usize {
@@ -262,7 +259,6 @@ impl KeyStore {
         }
         let raw: RawSet = serde_json::from_slice(body).map_err(Error::NotAKeySet)?;
         let total = raw.keys.len();
-        let mut by_kid = HashMap::new();
         let mut all = Vec::new();
         for value in raw.keys {
             let Some(key) = serde_json::from_value::<Jwk>(value)
@@ -271,11 +267,7 @@ impl KeyStore {
             else {
                 continue;
             };
-            let key = Arc::new(key);
-            if let Some(kid) = &key.kid {
-                by_kid.insert(kid.clone(), key.clone());
-            }
-            all.push(key);
+            all.push(Arc::new(key));
         }
         if all.is_empty() {
             return Err(Error::NoUsableKey { skipped: total });
@@ -284,7 +276,6 @@ impl KeyStore {
             warn!(provider = %self.config.name, skipped = total - all.len(), "JWKS keys skipped (symmetric, for encryption, or for algorithms not allowed)");
         }
         Ok(KeySet {
-            by_kid,
             all,
             fetched: Instant::now(),
         })

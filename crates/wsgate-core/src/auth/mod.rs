@@ -146,13 +146,16 @@ impl Authenticator {
 
     /// Verifies `token` for provider `provider` (an index into the config's providers).
     pub async fn verify(&self, provider: usize, token: &str) -> Result<Arc<Principal>, Error> {
-        precheck(token)?;
+        // Only the size before the cache: a cached token passed every check below already.
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::InvalidToken("too_long"));
+        }
         let store = self.stores.get(provider).ok_or(Error::KeysUnavailable)?;
-        let keys = store.current().ok_or(Error::KeysUnavailable)?;
         let cache_key = digest(provider, token);
         // A cached verification stands while its key's id is still published; a token without
         // a kid names no key, so it could outlive a rotation: it is verified afresh each time.
-        if let Some(principal) = self.cache.get(&cache_key)
+        if let Some(keys) = store.current()
+            && let Some(principal) = self.cache.get(&cache_key)
             && principal
                 .kid
                 .as_deref()
@@ -161,6 +164,8 @@ impl Authenticator {
         {
             return Ok(principal);
         }
+        precheck(token)?;
+        let keys = store.current().ok_or(Error::KeysUnavailable)?;
         unique_members(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken("malformed"))?;
