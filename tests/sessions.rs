@@ -429,3 +429,23 @@ async fn a_reload_that_changes_other_limits_keeps_the_subject_counts() {
     drop(first);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn admin_query_values_are_percent_decoded() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let ws = open(&proxy, "/echo", &bearer("auth0|123", "p-1")).await;
+    let (code, list) = admin(&proxy, "GET", "/admin/sessions?sub=auth0%7C123", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let revoke = r#"{"sub": "auth0|123"}"#;
+    assert_eq!(admin(&proxy, "POST", "/admin/revoke", revoke).await.0, 200);
+    let (code, lifted) = admin(&proxy, "DELETE", "/admin/revocations?sub=auth0%7C123", "").await;
+    assert_eq!(
+        (code, &lifted["lifted"]),
+        (200, &Value::Bool(true)),
+        "{lifted}"
+    );
+    drop(ws);
+    proxy.shutdown().await;
+}

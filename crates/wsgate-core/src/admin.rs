@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::auth::token;
 use crate::config::units;
 use crate::exposition;
 use crate::handshake::plain;
@@ -135,13 +136,8 @@ async fn admin_api(
 ) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.to_owned())
-    };
+    // Decoded as the token transport decodes it: `?sub=auth0%7C123` names `auth0|123`.
+    let param = |name: &str| token::query_param(&query, name);
     match (method, path.as_str()) {
         (Method::GET, "sessions") => {
             let sessions = shared
