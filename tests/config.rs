@@ -62,6 +62,10 @@ fn defaults_fill_optional_keys() {
         config.listen.shutdown_grace,
         std::time::Duration::from_secs(30)
     );
+    assert_eq!(
+        config.listen.busy_poll,
+        std::time::Duration::from_micros(50)
+    );
     assert_eq!(config.routes[0].limits.max_message_size, 1 << 20);
     assert_eq!(
         config.routes[0].timeouts.backend_connect,
@@ -98,6 +102,16 @@ fn bad_snippets_name_their_path_and_line() {
             "  tls:\n",
             "  max_connections: 0\n  tls:\n",
             "listen.max_connections (line 3): \"0\": expected a whole number greater than zero",
+        ),
+        (
+            "  tls:\n",
+            "  busy_poll: 2ms\n  tls:\n",
+            "listen.busy_poll (line 3): \"2ms\": must be at most 1ms (0s turns busy polling off)",
+        ),
+        (
+            "  tls:\n",
+            "  busy_poll: 50\n  tls:\n",
+            "listen.busy_poll (line 3): \"50\": expected a duration with a unit",
         ),
         (
             "  tls:\n",

@@ -223,6 +223,7 @@ async fn bind_preferring(
             handshake_timeout: config::DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(2),
+            busy_poll: config::DEFAULT_BUSY_POLL,
         },
         trusted_proxies: Vec::new(),
         admin: Admin {

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     /// Reloads (SIGHUP, the file watch, the admin API) run one at a time: two built from the
     /// same old state would both start key stores for a new provider, and one would never stop.
     pub(crate) reloading: Mutex<()>,
+    /// The sessions relaying now (busy polling is for a nearly idle proxy).
+    relaying: relay::Relaying,
 }
 
 impl Shared {
@@ -160,6 +162,10 @@ impl Server {
             registry: Arc::default(),
             source: None,
             reloading: Mutex::default(),
+            // The runtime the server is bound on is the one it runs on.
+            relaying: relay::Relaying::new(
+                tokio::runtime::Handle::current().metrics().num_workers(),
+            ),
         };
         Ok(Server {
             shared: Arc::new(shared),
@@ -686,6 +692,7 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         max_message_size: entry.route.limits.max_message_size,
         expires,
         kicked: registration.kicked.clone(),
+        busy_poll: shared.state().config.listen.busy_poll,
     };
     let outcome = relay::run(
         (client, client_early),
@@ -693,6 +700,7 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         &entry.metrics,
         &shared.draining,
         &policy,
+        &shared.relaying,
     )
     .await;
     // The session leaves the registry, and its subject slot is free, before it stops

@@ -21,6 +21,9 @@ use crate::tls::Identity;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
+/// The longest `listen.busy_poll` accepted: beyond it a wake-up is cheaper than the spin.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 pub const DEFAULT_BACKEND_CONNECT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
@@ -116,6 +119,9 @@ pub struct Listen {
     pub handshake_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// How long a session keeps polling after it moved data while the proxy is nearly idle
+    /// (zero: never).
+    pub busy_poll: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -30,6 +30,7 @@ pub struct Listen {
     pub handshake_timeout: Option<Scalar>,
     pub max_connections: Option<Scalar>,
     pub shutdown_grace: Option<Scalar>,
+    pub busy_poll: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

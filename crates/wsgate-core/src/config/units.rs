@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `30s`, `5m`, `24h` or a sequence such as `1h30m`.
+/// Parses `500ms`, `30s`, `5m`, `24h` or a sequence such as `1h30m`; `us` (microseconds) for
+/// the few settings that small.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let expected = "expected a duration with a unit, such as 500ms, 30s, 5m or 24h";
     let mut rest = text.trim();
@@ -21,6 +22,7 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let part = match &rest[..unit_len] {
+            "us" => Duration::from_micros(value),
             "ms" => Duration::from_millis(value),
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.saturating_mul(60)),
@@ -68,6 +70,8 @@ mod tests {
         assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(duration("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(duration("0s"), Ok(Duration::ZERO));
         for bad in [
             "",
             "30",

@@ -264,12 +264,19 @@ impl Validator<'_> {
             DEFAULT_SHUTDOWN_GRACE,
             units::duration,
         );
+        let busy_poll = self.optional(
+            "listen.busy_poll",
+            &l.busy_poll,
+            DEFAULT_BUSY_POLL,
+            busy_poll,
+        );
         Some(Listen {
             address: address?,
             tls: tls?,
             handshake_timeout,
             max_connections,
             shutdown_grace,
+            busy_poll,
         })
     }
 
@@ -925,6 +932,15 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     match units::duration(text)? {
         Duration::ZERO => Err("must be greater than zero".to_owned()),
         duration => Ok(duration),
+    }
+}
+
+fn busy_poll(text: &str) -> Result<Duration, String> {
+    match units::duration(text)? {
+        window if window > MAX_BUSY_POLL => {
+            Err("must be at most 1ms (0s turns busy polling off)".to_owned())
+        }
+        window => Ok(window),
     }
 }
 
