@@ -144,7 +144,7 @@ machine() {
     echo "- $(nginx -v 2>&1 | head -1)"
     echo "- $(rustc --version 2>/dev/null || echo 'rustc: not found'); $("$WSGATE" --version)"
     echo "- OpenSSL (HAProxy, nginx): $(openssl version 2>/dev/null || echo unknown); wsgate and the client: rustls with aws-lc-rs"
-    echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "- commit: $COMMIT"
 }
 
 write_report() {
@@ -170,7 +170,7 @@ write_report() {
         for target in ${TARGETS//,/ }; do
             case $target in
             direct) echo "- **direct**: the client straight to the backend over ws:// (no TLS, no proxy): the upper bound." ;;
-            wsgate) echo "- **$WSGATE_LABEL**: \`wsgate run\` with \`$WSGATE_LEVEL\` configuration ($(wsgate_level_text))." ;;
+            wsgate) echo "- **$WSGATE_LABEL**: \`wsgate run\` with \`$WSGATE_LEVEL\` configuration ($(wsgate_level_text)). Its defaults include \`listen.busy_poll: 50us\`: with fewer sessions than worker threads (the x 1 scenarios) a session polls that long after moving data before its thread sleeps, which the x 1 rows' proxy CPU includes (HAProxy's \`busy-polling\` is off here, its default; nginx has no such setting)." ;;
             haproxy) echo "- **haproxy**: TLS termination, Origin check, \`jwt_verify\` RS256 against the bare public key, \`iss\`, \`aud\` and \`exp\` checks, 401/403 otherwise; the token is removed before the backend." ;;
             nginx) echo "- **nginx**: TLS termination; checks only that the Origin is allowed and that an \`Authorization: Bearer\` header is present (nginx cannot verify a JWT: it fails the signature checks by design)." ;;
             esac
@@ -220,6 +220,9 @@ wsgate_level_text() {
 
 main() {
     LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+    # What is built and measured (taken now: the report itself is a tracked file, rewritten at
+    # the end).
+    COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     install_peers
     if ((BUILD)); then
         log "building (release)"
