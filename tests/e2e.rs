@@ -8,6 +8,7 @@ mod attack_http;
 mod attack_jwt;
 mod attack_tls;
 mod auth;
+mod busy_poll;
 mod config;
 mod forwarding;
 mod jwks;

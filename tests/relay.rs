@@ -1,7 +1,5 @@
 //! The live session: data both ways, fragmentation, pings, and close propagation.
 
-use std::time::Duration;
-
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -248,89 +246,4 @@ async fn registered_codes_from_the_backend_pass_unchanged() {
         assert_eq!(&payload[2..], b"upstream");
     }
     proxy.shutdown().await;
-}
-
-/// CPU time, in clock ticks, of this process's threads named `name`.
-fn thread_ticks(name: &str) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
-        let dir = task.expect("a task entry").path();
-        // A thread may end between the listing and the reads.
-        let (Ok(comm), Ok(stat)) = (
-            std::fs::read_to_string(dir.join("comm")),
-            std::fs::read_to_string(dir.join("stat")),
-        ) else {
-            continue;
-        };
-        if comm.trim_end() != name {
-            continue;
-        }
-        // After the command's closing parenthesis: state (field 3) ... utime (14), stime (15).
-        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
-            .split(' ')
-            .collect();
-        let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
-        total += ticks(11) + ticks(12);
-    }
-    total
-}
-
-/// With two worker threads and one session the proxy busy-polls after every message it moves
-/// (`listen.busy_poll`): the relay must be as exact, and the polling must end with the traffic.
-#[test]
-fn busy_polling_relays_exactly_and_stops_with_the_traffic() {
-    const THREADS: &str = "busy-poll-test";
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(THREADS)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let mut backend = EchoBackend::start(&[]).await;
-        // The longest window the configuration allows, so a spin that did not end shows.
-        let routes = route("echo", "/echo", &backend.url())
-            + "    limits:\n      message_rate: 100000/s\n      message_burst: 100000\n";
-        let proxy = TestProxy::start_with("  busy_poll: 1ms\n", &routes).await;
-        let mut ws = proxy.connect("/echo").await;
-        for i in 0..500u32 {
-            let payload = i.to_be_bytes().repeat(i as usize % 300 + 1);
-            ws.send(Message::binary(payload.clone()))
-                .await
-                .expect("send");
-            assert_eq!(next(&mut ws).await, Message::binary(payload));
-            let text = format!("message {i}");
-            ws.send(Message::text(text.clone())).await.expect("send");
-            assert_eq!(next(&mut ws).await, Message::text(text));
-        }
-        ws.send(Message::Ping(b"are you there".to_vec().into()))
-            .await
-            .expect("send");
-        match within(ws.next()).await {
-            Some(Ok(Message::Pong(payload))) => assert_eq!(&payload[..], b"are you there"),
-            other => panic!("expected a pong, got {other:?}"),
-        }
-        // Nothing moves now: the proxy's threads sleep. A spin that went on would take most
-        // of a core (about 100 ticks a second) even on a machine busy with other tests.
-        let before = thread_ticks(THREADS);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let spent = thread_ticks(THREADS) - before;
-        assert!(
-            spent <= 10,
-            "idle for 1 s, the runtime's threads used {spent} ticks"
-        );
-        // And the session still works after its threads slept.
-        ws.send(Message::text("after the pause"))
-            .await
-            .expect("send");
-        assert_eq!(next(&mut ws).await, Message::text("after the pause"));
-        ws.close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "done".into(),
-        }))
-        .await
-        .expect("close");
-        assert_eq!(backend.next_close().await, Some(1000));
-        proxy.shutdown().await;
-    });
 }

@@ -786,6 +786,11 @@ impl RawSession {
         self.tls.write_all(bytes).await.expect("write");
     }
 
+    /// Sends bytes on the TCP connection under the TLS session, as they are (a broken peer).
+    pub async fn send_under_tls(&mut self, bytes: &[u8]) {
+        self.tls.get_mut().0.write_all(bytes).await.expect("write");
+    }
+
     /// Sends one masked text frame (payload under 126 bytes).
     pub async fn send_text(&mut self, text: &str) {
         let mask = [0x12u8, 0x34, 0x56, 0x78];

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod busy;
 pub mod config;
 pub mod demo;
 mod exposition;

@@ -18,25 +18,25 @@
 //!   back-pressures its pump; a client that accepts nothing for `pong_timeout` is closed (1008).
 //! - Frames of the proxy's own (pings, closes) are written only between frames.
 //! - While fewer sessions relay than the runtime has worker threads, a session that just moved
-//!   data keeps polling for `listen.busy_poll` before it parks: on a nearly idle proxy the
-//!   answer to what it forwarded usually comes within tens of microseconds, and waking a parked
-//!   thread (a halted vCPU, in a VM) costs about as much again. A busy proxy never spins.
+//!   data keeps polling, and reading its sockets itself, for `listen.busy_poll` before its
+//!   thread sleeps ([`crate::busy`]). A busy proxy never spins.
 //! - A backend that vanishes gives the client 1014; a client that vanishes gives the backend
 //!   1001; a token that expires gives the client 4001.
 
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::busy::{ReadNow, Relaying};
 use crate::config::{OnLimit, Timeouts};
 use crate::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step, Violation};
 use crate::metrics::RouteMetrics;
@@ -68,43 +68,6 @@ pub struct Policy {
     pub kicked: watch::Receiver<Option<Kick>>,
     /// `listen.busy_poll` (zero: never).
     pub busy_poll: Duration,
-}
-
-/// The sessions relaying on one server, which decide whether a session may busy-poll.
-#[derive(Debug)]
-pub struct Relaying {
-    sessions: AtomicUsize,
-    /// Busy polling is for when fewer sessions than this relay (the runtime's worker threads,
-    /// so at least one is left for everything else; a single-threaded proxy never spins).
-    workers: usize,
-}
-
-impl Relaying {
-    pub fn new(workers: usize) -> Relaying {
-        Relaying {
-            sessions: AtomicUsize::new(0),
-            workers,
-        }
-    }
-
-    /// Counts a session until the guard is dropped.
-    fn enter(&self) -> Entered<'_> {
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        Entered(self)
-    }
-
-    /// Few enough sessions relay for one to busy-poll.
-    fn quiet(&self) -> bool {
-        self.sessions.load(Ordering::Relaxed) < self.workers
-    }
-}
-
-struct Entered<'a>(&'a Relaying);
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How a session ended, for the access log and metrics.
@@ -139,8 +102,8 @@ pub async fn run<C, B>(
     relaying: &Relaying,
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: ReadNow,
+    B: ReadNow,
 {
     let max_message = policy.max_message_size as u64;
     let now = Instant::now();
@@ -179,6 +142,7 @@ where
         close_by: None,
         client_close: None,
         relaying,
+        spinning: false,
     };
     let entered = relaying.enter();
     drop((client.1, backend.1));
@@ -287,12 +251,14 @@ struct Session<'a, C, B> {
     /// The code of a close frame the client sent (echoed if the backend cannot answer it).
     client_close: Option<Option<u16>>,
     relaying: &'a Relaying,
+    /// Busy polling: the pumps read their sources directly when the runtime says not ready.
+    spinning: bool,
 }
 
 impl<C, B> Session<'_, C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: ReadNow,
+    B: ReadNow,
 {
     fn poll<S, K>(
         &mut self,
@@ -313,20 +279,26 @@ where
                 }
             }
             let limits = Some(&self.policy.limits);
+            let spinning = self.spinning;
             if let Poll::Ready(stop) = self.up.poll(
                 cx,
                 &mut self.client,
                 &mut self.backend,
                 limits,
                 self.metrics,
+                spinning,
             ) {
                 self.up_stopped(stop);
                 continue;
             }
-            if let Poll::Ready(stop) =
-                self.down
-                    .poll(cx, &mut self.backend, &mut self.client, None, self.metrics)
-            {
+            if let Poll::Ready(stop) = self.down.poll(
+                cx,
+                &mut self.backend,
+                &mut self.client,
+                None,
+                self.metrics,
+                spinning,
+            ) {
                 self.down_stopped(stop);
                 continue;
             }
@@ -354,8 +326,10 @@ where
                     }
                 }
                 Poll::Pending => {
-                    if self.busy() {
-                        // Polled again once the runtime has looked for I/O, without parking.
+                    self.spinning = self.busy();
+                    if self.spinning {
+                        // Polled again (reading the sockets directly) once the runtime has
+                        // run what else is ready, without the thread going to sleep.
                         let mut again = std::pin::pin!(tokio::task::yield_now());
                         let _ = again.as_mut().poll(cx);
                     }
@@ -727,9 +701,10 @@ impl Pump {
         dst: &mut W,
         limits: Option<&MessageLimits>,
         metrics: &RouteMetrics,
+        spinning: bool,
     ) -> Poll<Stop>
     where
-        R: AsyncRead + Unpin,
+        R: ReadNow,
         W: AsyncWrite + Unpin,
     {
         loop {
@@ -803,7 +778,14 @@ impl Pump {
             }
             let tail = self.tail;
             let mut room = ReadBuf::new(&mut self.buf.bytes_mut()[tail..]);
-            match Pin::new(&mut *src).poll_read(cx, &mut room) {
+            let mut read = Pin::new(&mut *src).poll_read(cx, &mut room);
+            if read.is_pending()
+                && spinning
+                && let Some(now) = src.read_now(&mut room)
+            {
+                read = Poll::Ready(now);
+            }
+            match read {
                 Poll::Ready(Ok(())) if !room.filled().is_empty() => {
                     self.tail += room.filled().len();
                     self.fill = self.buf.large.is_none() && self.tail == SMALL;

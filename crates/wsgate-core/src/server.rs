@@ -40,7 +40,7 @@ use crate::ratelimit::{MessageLimits, SubjectSlot};
 use crate::registry::Registry;
 use crate::router::backend_target;
 use crate::state::State;
-use crate::{admin, origin, peer, relay, tls};
+use crate::{admin, busy, origin, peer, relay, tls};
 
 /// Cap on the upgrade request's head (request line and headers): larger gets 431.
 const MAX_REQUEST_HEAD: usize = 32 * 1024;
@@ -90,7 +90,7 @@ pub(crate) struct Shared {
     /// same old state would both start key stores for a new provider, and one would never stop.
     pub(crate) reloading: Mutex<()>,
     /// The sessions relaying now (busy polling is for a nearly idle proxy).
-    relaying: relay::Relaying,
+    relaying: busy::Relaying,
 }
 
 impl Shared {
@@ -163,7 +163,7 @@ impl Server {
             source: None,
             reloading: Mutex::default(),
             // The runtime the server is bound on is the one it runs on.
-            relaying: relay::Relaying::new(
+            relaying: busy::Relaying::new(
                 tokio::runtime::Handle::current().metrics().num_workers(),
             ),
         };
