@@ -293,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn latency_over_direct_carries_its_sign() {
+        let p50 = |label: &str, value: f64| {
+            let mut r = Record::new(label, 1, "echo 64 B x 1".to_owned());
+            r.metric(name::RTT_P50, Some(value));
+            r
+        };
+        let text = render(&[p50("wsgate", 80.0), p50("direct", 60.0)], &[]);
+        assert!(
+            text.contains("| +20.0 us | <= +25 us: met | <= +15 us: **not met** |"),
+            "{text}"
+        );
+        let text = render(&[p50("wsgate", 58.9), p50("direct", 74.4)], &[]);
+        assert!(
+            text.contains("| -15.5 us | <= +25 us: met | <= +15 us: met |"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn failed_checks_mark_the_target() {
         let checks = [check::Report {
             label: "nginx".to_owned(),

@@ -54,7 +54,7 @@ impl Table<'_> {
             let extra = mine - direct;
             let _ = writeln!(
                 out,
-                "| echo 64 B x 1: RTT p50 over direct | +{extra:.1} us | <= +25 us: {} | <= +15 us: {} |",
+                "| echo 64 B x 1: RTT p50 over direct | {extra:+.1} us | <= +25 us: {} | <= +15 us: {} |",
                 verdict(extra <= 25.0),
                 verdict(extra <= 15.0)
             );
