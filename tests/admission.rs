@@ -412,24 +412,11 @@ async fn protocol_violations_get_protocol_close_codes() {
     let backend = EchoBackend::start(&[]).await;
     let limits = "      max_message_size: 64KiB\n";
     let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
-    let masked = |first: u8, payload: &[u8]| {
-        let mut frame = vec![first];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(payload);
-        frame
-    };
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("reserved bit", masked(0x81 | 0x40, b"hi"), 1002),
-        ("unknown opcode", masked(0x83, b"hi"), 1002),
-        ("ping over 125 bytes", masked(0x89, &[0u8; 126]), 1002),
-        ("invalid UTF-8", masked(0x81, &[0xff, 0xfe]), 1007),
+        ("reserved bit", masked_frame(0x81 | 0x40, b"hi"), 1002),
+        ("unknown opcode", masked_frame(0x83, b"hi"), 1002),
+        ("ping over 125 bytes", masked_frame(0x89, &[0u8; 126]), 1002),
+        ("invalid UTF-8", masked_frame(0x81, &[0xff, 0xfe]), 1007),
         ("unmasked frame", vec![0x81, 0x02, b'h', b'i'], 1002),
         // A 10 MiB frame header: refused before any payload arrives.
         (

@@ -37,6 +37,18 @@ async fn busy_proxy(backend: &str) -> TestProxy {
     TestProxy::start_with("  busy_poll: 1ms\n", &routes).await
 }
 
+/// A hand-spoken session on `/echo` whose first message has just come back: the proxy is
+/// inside its busy-poll window.
+async fn spinning_raw_session(proxy: &TestProxy) -> RawSession {
+    let (head, mut session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    session.send_text("hi").await;
+    assert_eq!(session.read_frame().await, (0x1, b"hi".to_vec()));
+    session
+}
+
 /// CPU time, in clock ticks, of this process's threads named `name`.
 fn thread_ticks(name: &str) -> u64 {
     let mut total = 0;
@@ -60,15 +72,6 @@ fn thread_ticks(name: &str) -> u64 {
         total += ticks(11) + ticks(12);
     }
     total
-}
-
-/// A masked client frame with a payload under 126 bytes.
-fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x0au8, 0x0b, 0x0c, 0x0d];
-    let mut frame = vec![first, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
 }
 
 #[test]
@@ -131,12 +134,7 @@ fn a_backend_dropping_tcp_right_after_a_message_gives_the_client_1014() {
     on_two_workers(async {
         let backend = EchoBackend::start(&[]).await;
         let proxy = busy_proxy(&backend.url()).await;
-        let (head, mut session) = proxy
-            .raw_session(&upgrade_request("/echo", &proxy.bearer()))
-            .await;
-        assert_eq!(status(&head), 101, "{head}");
-        session.send_text("hi").await;
-        assert_eq!(session.read_frame().await, (0x1, b"hi".to_vec()));
+        let mut session = spinning_raw_session(&proxy).await;
         session.send_text("drop").await;
         assert_eq!(session.close_code().await, 1014);
         proxy.shutdown().await;
@@ -162,13 +160,8 @@ fn invalid_utf8_right_after_a_message_closes_with_1007() {
     on_two_workers(async {
         let mut backend = EchoBackend::start(&[]).await;
         let proxy = busy_proxy(&backend.url()).await;
-        let (head, mut session) = proxy
-            .raw_session(&upgrade_request("/echo", &proxy.bearer()))
-            .await;
-        assert_eq!(status(&head), 101, "{head}");
-        session.send_text("hi").await;
-        assert_eq!(session.read_frame().await, (0x1, b"hi".to_vec()));
-        session.send_raw(&masked(0x81, &[0xff, 0xfe])).await;
+        let mut session = spinning_raw_session(&proxy).await;
+        session.send_raw(&masked_frame(0x81, &[0xff, 0xfe])).await;
         assert_eq!(session.close_code().await, 1007);
         // The invalid bytes never reach the backend; the frame's header had gone out, so no close
         // frame can follow it: the backend's connection ends (1006), as without busy polling.
@@ -182,12 +175,7 @@ fn a_broken_tls_record_right_after_a_message_gives_the_backend_1001() {
     on_two_workers(async {
         let mut backend = EchoBackend::start(&[]).await;
         let proxy = busy_proxy(&backend.url()).await;
-        let (head, mut session) = proxy
-            .raw_session(&upgrade_request("/echo", &proxy.bearer()))
-            .await;
-        assert_eq!(status(&head), 101, "{head}");
-        session.send_text("hi").await;
-        assert_eq!(session.read_frame().await, (0x1, b"hi".to_vec()));
+        let mut session = spinning_raw_session(&proxy).await;
         // An application-data record whose ciphertext does not authenticate.
         session
             .send_under_tls(&[

@@ -233,6 +233,39 @@ async fn copies_of_the_token_and_unread_bearer_values_never_reach_the_backend() 
     proxy.shutdown().await;
 }
 
+/// Copies of the token that no transport reads (in the path, in another header, in a quoted
+/// cookie value) are refused as a whole request, before the backend is contacted.
+#[tokio::test]
+async fn a_token_anywhere_else_in_the_request_is_refused_before_the_backend() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let token = proxy.token.clone();
+    let bearer = proxy.bearer();
+    let cases = [
+        (format!("/echo/{token}"), bearer.clone()),
+        ("/echo".to_owned(), format!("{bearer}X-Token: {token}\r\n")),
+        (
+            "/echo".to_owned(),
+            format!("{bearer}Cookie: jwt=\"{token}\"\r\n"),
+        ),
+        (
+            "/echo?note=x{token}x".replace("{token}", &token),
+            bearer.clone(),
+        ),
+    ];
+    for (path, headers) in &cases {
+        let answer = proxy.raw(&upgrade_request(path, headers)).await;
+        assert_eq!(status(&answer), 401, "{path} {headers}\n->\n{answer}");
+        assert!(answer.contains(r#"error="invalid_request""#), "{answer}");
+    }
+    assert!(backend.seen().is_empty(), "refused before the backend");
+    // The same request without the extra copy is admitted.
+    let answer = proxy.raw(&upgrade_request("/echo", &bearer)).await;
+    assert_eq!(status(&answer), 101, "{answer}");
+    assert_eq!(backend.seen().len(), 1);
+    proxy.shutdown().await;
+}
+
 /// A Cookie header with a byte past ASCII (browsers send UTF-8 cookie values) was skipped
 /// whole: a copy of the token in it reached a header-only route's backend, and a cookie
 /// route did not find its token there.

@@ -214,11 +214,8 @@ async fn frames_sent_with_the_upgrade_request_are_relayed() {
     let backend = EchoBackend::start(&[]).await;
     let proxy = TestProxy::start(&backend.url()).await;
     let mut request = upgrade_request("/echo", &proxy.bearer());
-    let mask = [9u8, 8, 7, 6];
     for text in ["early", "bird"] {
-        request.extend_from_slice(&[0x81, 0x80 | text.len() as u8]);
-        request.extend_from_slice(&mask);
-        request.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        request.extend(masked_frame(0x81, text.as_bytes()));
     }
     let (head, mut session) = proxy.raw_session(&request).await;
     assert_eq!(status(&head), 101, "{head}");

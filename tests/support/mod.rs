@@ -780,6 +780,24 @@ impl TestProxy {
     }
 }
 
+/// A masked client frame: `first` is the FIN, reserved bits and opcode byte; the payload is
+/// under 64 KiB.
+pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![first];
+    match u8::try_from(payload.len()) {
+        Ok(len) if len < 126 => frame.push(0x80 | len),
+        _ => {
+            let len = u16::try_from(payload.len()).expect("a payload under 64 KiB");
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
 impl RawSession {
     /// Sends bytes as they are (hand-made frames).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
@@ -791,14 +809,9 @@ impl RawSession {
         self.tls.get_mut().0.write_all(bytes).await.expect("write");
     }
 
-    /// Sends one masked text frame (payload under 126 bytes).
+    /// Sends one masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        assert!(text.len() < 126);
-        let mut frame = vec![0x81, 0x80 | text.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tls.write_all(&frame).await.expect("write frame");
+        self.send_raw(&masked_frame(0x81, text.as_bytes())).await;
     }
 
     async fn fill(&mut self, n: usize) {

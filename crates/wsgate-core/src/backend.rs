@@ -76,6 +76,24 @@ pub struct Outgoing {
     pub forwarded_for: String,
 }
 
+impl Outgoing {
+    /// Whether `text` appears anywhere in what would be sent (the search is linear in the
+    /// request's size, whatever the two hold).
+    pub fn carries(&self, text: &str) -> bool {
+        self.target.contains(text)
+            || self.forwarded_for.contains(text)
+            || self
+                .protocols
+                .iter()
+                .any(|protocol| protocol.contains(text))
+            || self
+                .headers
+                .values()
+                .chain(&self.client_host)
+                .any(|value| String::from_utf8_lossy(value.as_bytes()).contains(text))
+    }
+}
+
 /// The client's headers that may travel to the backend: no hop-by-hop headers, none that the
 /// `Connection` header names, none that belong to the handshake or that the proxy sets.
 pub fn end_to_end(client: &HeaderMap) -> HeaderMap {

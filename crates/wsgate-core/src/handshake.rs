@@ -263,7 +263,7 @@ fn same_host(a: &str, b: &str) -> bool {
 /// resolve dot segments; any path on which the two could disagree (`/public/../admin`,
 /// `/public/%2e%2e/admin`, `/public%2Fadmin`, `//admin`, `/%61dmin`) is refused rather than
 /// normalised, since no normal form is guaranteed to be the backend's.
-fn unsafe_path(path: &str) -> Option<&'static str> {
+pub(crate) fn unsafe_path(path: &str) -> Option<&'static str> {
     if !path.starts_with('/') {
         return Some("the request target must be an absolute path");
     }

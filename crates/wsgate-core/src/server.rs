@@ -327,6 +327,8 @@ struct Pending {
     client: OnUpgrade,
     backend: TokioIo<Upgraded>,
     started: Instant,
+    /// `listen.busy_poll` of the configuration the connection arrived under.
+    busy_poll: Duration,
 }
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admission: Admission) {
@@ -409,7 +411,7 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let peer = client.peer;
-    let path = request.uri().path().to_owned();
+    let path = logged_path(request.uri().path());
     let (response, metrics, result) = match route_and_open(shared, state, &request, client).await {
         Opened::Refused(entry, refusal) => {
             let metrics = entry
@@ -471,6 +473,7 @@ async fn handle(
                     client,
                     backend: io,
                     started,
+                    busy_poll: state.config.listen.busy_poll,
                 }));
             }
             (response, metrics, "ok")
@@ -604,6 +607,13 @@ async fn admit_and_open(
         client_host: headers.get(header::HOST).cloned(),
         forwarded_for: peer::forwarded_for(peer.ip(), headers, trusted),
     };
+    // Each transport strips its own copies; whatever else still carries the token (the path,
+    // another header, a quoted cookie) must not reach the backend either.
+    if outgoing.carries(&token) {
+        return Err(Refusal::Auth(auth::Error::InvalidRequest(
+            "the token appears elsewhere in the request",
+        )));
+    }
     let answer = backend::open(route, outgoing).await?;
     Ok(Admitted {
         entry: entry.clone(),
@@ -662,6 +672,27 @@ where
     }
 }
 
+/// The request path as the access log shows it: a client may put its token there (it is then
+/// refused), so a segment shaped like a JWT, three base64url parts, is not written out.
+fn logged_path(path: &str) -> String {
+    let jwt = |segment: &str| {
+        let parts: Vec<&str> = segment.split('.').collect();
+        parts.len() == 3
+            && parts.iter().take(2).all(|part| part.len() >= 8)
+            && parts.iter().all(|part| {
+                part.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    if !path.contains('.') {
+        return path.to_owned();
+    }
+    path.split('/')
+        .map(|segment| if jwt(segment) { "[jwt]" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The live session, from the upgraded sockets to the access log line.
 async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let Pending {
@@ -673,6 +704,7 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         client,
         backend,
         started,
+        busy_poll,
     } = pending;
     let route = entry.route.name.as_str();
     let client = match client.await {
@@ -692,7 +724,7 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         max_message_size: entry.route.limits.max_message_size,
         expires,
         kicked: registration.kicked.clone(),
-        busy_poll: shared.state().config.listen.busy_poll,
+        busy_poll,
     };
     let outcome = relay::run(
         (client, client_early),

@@ -5,8 +5,9 @@
 //! token header: `none`, HS*, an algorithm the key was not published for, header-supplied
 //! keys (`jwk`, `jku`, `x5u`, `x5c`: never fetched), `crit` extensions, JSON that repeats a
 //! member name, and `exp`/`nbf` that are not whole seconds are refused.
-//! Malformed tokens are refused before any signature work. Verified tokens are cached by a
-//! SHA-256 of provider and token until they expire, so reconnect storms cost no RSA work.
+//! Malformed tokens are refused before any signature work. Verified tokens that name their key
+//! (`kid`) are cached by a SHA-256 of provider and token until they expire or the key leaves
+//! the set, so reconnect storms cost no RSA work; a token without a `kid` is verified each time.
 
 mod json;
 pub mod jwks;
@@ -166,7 +167,6 @@ impl Authenticator {
         }
         precheck(token)?;
         let keys = store.current().ok_or(Error::KeysUnavailable)?;
-        unique_members(token)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken("malformed"))?;
         if header.jwk.is_some()
@@ -215,7 +215,10 @@ impl Authenticator {
             kid: header.kid,
             claims,
         });
-        self.cache.insert(cache_key, principal.clone());
+        // Only a verification that names its key can be trusted again (see the lookup above).
+        if principal.kid.is_some() {
+            self.cache.insert(cache_key, principal.clone());
+        }
         Ok(principal)
     }
 }
@@ -250,7 +253,8 @@ fn digest(provider: usize, token: &str) -> [u8; 32] {
 }
 
 /// Cheap structural checks before any signature work: size, three non-empty base64url
-/// segments without padding, JSON header and claims of bounded nesting.
+/// segments without padding, JSON header and claims of bounded nesting with no member named
+/// twice (see [`json`]).
 pub fn precheck(token: &str) -> Result<(), Error> {
     let malformed = Error::InvalidToken("malformed");
     if token.len() > MAX_TOKEN_LEN {
@@ -270,24 +274,15 @@ pub fn precheck(token: &str) -> Result<(), Error> {
     }
     for part in [header, claims] {
         let json = URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed)?;
+        // Repeated members last: that walk assumes the nesting is bounded.
         if json_depth(&json).is_none_or(|depth| depth > MAX_JSON_DEPTH)
             || json.first() != Some(&b'{')
+            || !json::unique_members(&json)
         {
             return Err(malformed);
         }
     }
     Ok(())
-}
-
-/// Refuses a token whose header or claims name a member twice (see [`json`]). Runs after
-/// [`precheck`], so both segments are base64url JSON of bounded nesting.
-fn unique_members(token: &str) -> Result<(), Error> {
-    let unique = token.split('.').take(2).all(|part| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .is_ok_and(|json| json::unique_members(&json))
-    });
-    unique.then_some(()).ok_or(Error::InvalidToken("malformed"))
 }
 
 /// Maximum nesting of `{`/`[` outside strings; `None` when brackets do not balance.

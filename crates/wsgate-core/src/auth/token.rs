@@ -109,13 +109,14 @@ fn from_protocols(protocols: &[String], marker: &str) -> Result<Option<String>, 
     }
 }
 
-/// `name=value` pairs from a query (percent-decoded) or a cookie header.
 /// The percent-decoded value of query parameter `name`; `None` when absent, empty, repeated
 /// or not decodable.
 pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     from_pairs(query.split('&'), name, true).ok().flatten()
 }
 
+/// The value of `name` among `name=value` pairs from a query (percent-decoded) or a cookie
+/// header; an error when it appears twice or does not decode.
 fn from_pairs<'a>(
     pairs: impl Iterator<Item = &'a str>,
     name: &str,

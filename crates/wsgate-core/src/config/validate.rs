@@ -986,14 +986,9 @@ fn host_match(text: &str) -> Result<HostMatch, String> {
 }
 
 fn path_prefix(text: &str) -> Result<String, String> {
-    // Requests with such paths are refused (handshake.rs), so such a prefix could never match.
-    let valid = text.starts_with('/')
-        && !text.contains(['?', '#', '%', ' ', '\\'])
-        && !text.contains("//")
-        && !text
-            .split('/')
-            .any(|segment| segment == "." || segment == "..");
-    if !valid {
+    // Requests with a path the handshake refuses never reach routing, so such a prefix could
+    // never match; a query, a fragment or any escape has no place in a prefix either.
+    if text.contains(['?', '#', '%', ' ']) || crate::handshake::unsafe_path(text).is_some() {
         return Err(
             "expected an absolute path prefix such as /chat (no query, '%', '\\', '//' or dot segments)"
                 .to_owned(),
