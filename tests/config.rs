@@ -135,6 +135,11 @@ fn bad_snippets_name_their_path_and_line() {
         ),
         (
             "      path: /chat",
+            "      path: /chat;v=1",
+            "routes[0].match.path (line 11): \"/chat;v=1\": expected an absolute path prefix",
+        ),
+        (
+            "      path: /chat",
             "      path: /chat\n      host: \"bad host\"",
             "routes[0].match.host (line 12)",
         ),

@@ -228,3 +228,63 @@ async fn connections_over_max_connections_get_503() {
     drop((first, second));
     proxy.shutdown().await;
 }
+
+/// A stricter route must not be skipped by writing its path so that the proxy matches another
+/// route while the backend resolves the stricter one: Tomcat, Jetty and Spring strip `;params`
+/// from each segment, and ASP.NET Core and SignalR match paths without regard to case.
+#[tokio::test]
+async fn paths_that_match_another_route_once_params_or_case_are_ignored_get_400() {
+    let backend = EchoBackend::start(&[]).await;
+    let url = backend.url();
+    let routes = format!(
+        "  - name: admin\n    match:\n      path: /ws/admin\n    backend: {url}\n    auth:\n      provider: test\n      require_claims:\n        roles: admin\n    origins: any\n{}{}",
+        route("ws", "/ws", &url),
+        route("root", "/", &url),
+    );
+    let proxy = TestProxy::start_with("", &routes).await;
+    // alice's token has no admin role: the admin route refuses her, the others admit her.
+    assert_eq!(
+        status(
+            &proxy
+                .raw(&upgrade_request("/ws/admin", &proxy.bearer()))
+                .await
+        ),
+        403
+    );
+    for path in [
+        "/ws/admin;x",
+        "/ws/admin;jsessionid=1/feed",
+        "/ws;x/admin",
+        "/WS/ADMIN",
+        "/ws/Admin",
+        "/Ws/admin;v=2",
+    ] {
+        let answer = proxy.raw(&upgrade_request(path, &proxy.bearer())).await;
+        assert_eq!(status(&answer), 400, "{path}: {answer}");
+    }
+    // Parameters and capitals that lead to the same route change nothing.
+    for (path, expected) in [
+        ("/ws/chat;v=2", 101),
+        ("/ws/Chat", 101),
+        ("/other;x", 101),
+        ("/ws/admin/;x", 403),
+    ] {
+        let answer = proxy.raw(&upgrade_request(path, &proxy.bearer())).await;
+        assert_eq!(status(&answer), expected, "{path}: {answer}");
+    }
+    assert_eq!(
+        backend.seen().len(),
+        3,
+        "only the unambiguous admitted requests reached the backend"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_handshakes_total{route="",result="bad_request"}"#
+        ),
+        6.0,
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}

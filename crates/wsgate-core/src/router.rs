@@ -1,6 +1,11 @@
 //! Picks the route for a request: the host decides first (exact name, then the longest
 //! wildcard, then routes without `match.host`), and among those the longest path prefix,
 //! matched on segment boundaries so that `/chat` never captures `/chatroom`.
+//!
+//! Backends do not all read a path the way the proxy does: Tomcat, Jetty and Spring strip
+//! `;parameters` from each segment, and ASP.NET Core and SignalR ignore letter case. A path
+//! whose route would change under either reading is refused, so that no stricter route can be
+//! skipped by writing its path another way (`/ws/admin;x`, `/WS/ADMIN`).
 
 use std::sync::Arc;
 
@@ -10,7 +15,13 @@ use crate::config::{HostMatch, Route};
 #[derive(Debug)]
 pub struct Router<T> {
     entries: Vec<Arc<T>>,
+    /// Some route's path prefix has capitals: every request path is then also read folded.
+    mixed_case: bool,
 }
+
+/// The request path picks different routes depending on how a backend reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous;
 
 impl<T: AsRef<Route>> Router<T> {
     pub fn new(entries: impl IntoIterator<Item = T>) -> Router<T> {
@@ -24,14 +35,49 @@ impl<T: AsRef<Route>> Router<T> {
             };
             std::cmp::Reverse((host_rank, route.path.len()))
         });
-        Router { entries }
+        let mixed_case = entries.iter().any(|entry| {
+            let route: &Route = (**entry).as_ref();
+            route.path.bytes().any(|b| b.is_ascii_uppercase())
+        });
+        Router {
+            entries,
+            mixed_case,
+        }
     }
 
-    /// `host` is lower-case without a port; `path` is the request path without the query.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<T>> {
+    /// The route for a request: `host` is lower-case without a port; `path` is the request
+    /// path without the query. `Err(Ambiguous)` when the path would pick another route (or
+    /// none) with its `;parameters` stripped or its letter case ignored.
+    pub fn find(&self, host: &str, path: &str) -> Result<Option<&Arc<T>>, Ambiguous> {
+        let found = self.first(host, |prefix| prefix_matches(prefix, path));
+        let has_params = path.contains(';');
+        if !has_params && !self.mixed_case && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Ok(found);
+        }
+        let stripped = has_params.then(|| strip_params(path));
+        let stripped = stripped.as_deref().unwrap_or(path);
+        let readings = [
+            self.first(host, |prefix| prefix_matches(prefix, stripped)),
+            self.first(host, |prefix| prefix_matches_folded(prefix, path)),
+            self.first(host, |prefix| prefix_matches_folded(prefix, stripped)),
+        ];
+        let same = |other: &Option<&Arc<T>>| match (found, other) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if readings.iter().all(same) {
+            Ok(found)
+        } else {
+            Err(Ambiguous)
+        }
+    }
+
+    /// The most specific route for `host` whose path prefix passes `matches`.
+    fn first(&self, host: &str, matches: impl Fn(&str) -> bool) -> Option<&Arc<T>> {
         self.entries.iter().find(|entry| {
             let route: &Route = (***entry).as_ref();
-            route.host.as_ref().is_none_or(|h| h.matches(host)) && prefix_matches(&route.path, path)
+            route.host.as_ref().is_none_or(|h| h.matches(host)) && matches(&route.path)
         })
     }
 
@@ -52,6 +98,25 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// [`prefix_matches`] without regard to ASCII letter case.
+fn prefix_matches_folded(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            && path
+                .get(prefix.len()..)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The path with every segment's `;parameters` removed, as Servlet containers read it.
+fn strip_params(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(segment))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The backend request target: the backend path, then what the route prefix left of the
@@ -136,7 +201,12 @@ mod tests {
                 "/",
             )),
         ]);
-        let name = |host: &str, path: &str| router.find(host, path).map(|e| e.0.name.clone());
+        let name = |host: &str, path: &str| {
+            router
+                .find(host, path)
+                .expect("unambiguous")
+                .map(|e| e.0.name.clone())
+        };
         assert_eq!(
             name("other", "/chat/rooms/1").as_deref(),
             Some("chat-rooms")
@@ -147,8 +217,37 @@ mod tests {
         assert_eq!(name("a.example.com", "/chat/x").as_deref(), Some("exact"));
         assert_eq!(name("a.example.com", "/other").as_deref(), Some("wild"));
         let strict = Router::new([Entry(route("chat", None, "/chat", "/"))]);
-        assert!(strict.find("x", "/chatroom").is_none());
-        assert!(strict.find("x", "/").is_none());
+        assert_eq!(strict.find("x", "/chatroom").map(|e| e.is_none()), Ok(true));
+        assert_eq!(strict.find("x", "/").map(|e| e.is_none()), Ok(true));
+    }
+
+    #[test]
+    fn paths_read_otherwise_by_backends_must_pick_the_same_route() {
+        let router = Router::new([
+            Entry(route("ws", None, "/ws", "/")),
+            Entry(route("admin", None, "/ws/admin", "/")),
+        ]);
+        let name = |path: &str| router.find("x", path).map(|e| e.map(|e| e.0.name.clone()));
+        for path in ["/ws/admin;x", "/ws/admin;a/b", "/ws/ADMIN", "/ws/ADMIN/x"] {
+            assert_eq!(name(path), Err(Ambiguous), "{path}");
+        }
+        assert_eq!(name("/ws/admin/;x"), Ok(Some("admin".into())));
+        assert_eq!(name("/ws/x;y"), Ok(Some("ws".into())));
+        assert_eq!(
+            name("/WS/x"),
+            Ok(None),
+            "no route under the literal reading"
+        );
+        assert_eq!(name("/ws;a/admin"), Ok(None));
+        assert_eq!(name("/Ws"), Ok(None));
+        // A prefix written with capitals is matched literally and, folded, still the same.
+        let upper = Router::new([Entry(route("chat", None, "/Chat", "/"))]);
+        assert_eq!(upper.find("x", "/Chat/1").map(|e| e.is_some()), Ok(true));
+        assert_eq!(upper.find("x", "/chat").map(|e| e.is_some()), Ok(false));
+        assert_eq!(strip_params("/a;x/b;y=1;z/c"), "/a/b/c");
+        assert!(prefix_matches_folded("/ws/Admin", "/WS/admin/x"));
+        assert!(!prefix_matches_folded("/ws", "/wsx"));
+        assert!(!prefix_matches_folded("/wsé", "/ws"));
     }
 
     #[test]

@@ -534,8 +534,17 @@ async fn route_and_open(
         return Opened::Refused(None, Refusal::Misdirected);
     }
     let path = request.uri().path();
-    let Some(entry) = state.router.find(&upgrade.host, path) else {
-        return Opened::Refused(None, Refusal::NoRoute);
+    let entry = match state.router.find(&upgrade.host, path) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Opened::Refused(None, Refusal::NoRoute),
+        Err(crate::router::Ambiguous) => {
+            return Opened::Refused(
+                None,
+                Refusal::Malformed(
+                    "the path names another route once ';parameters' or letter case are ignored",
+                ),
+            );
+        }
     };
     match admit_and_open(shared, state, request, client.peer, entry, upgrade).await {
         Ok(admitted) => Opened::Answered(admitted),
