@@ -348,3 +348,37 @@ fn an_empty_file_is_refused_clearly() {
         "{found:#?}"
     );
 }
+
+/// Structural problems (unknown keys, a list where a mapping belongs, a mapping where a value
+/// belongs) do not hide each other nor the value and missing-key problems elsewhere.
+#[test]
+fn unknown_keys_type_errors_and_missing_keys_are_all_reported_at_once() {
+    let pki = Pki::new();
+    let yaml = valid(&pki)
+        .replace("    audiences: [chat]\n", "    audiance: [chat]\n")
+        .replace("    origins: any\n", "")
+        .replace(
+            "  address: 127.0.0.1:0\nroutes",
+            "  address: 127.0.0.1:0\n  bogus: 1\nroutes",
+        )
+        .replace(
+            "      provider: corp\n",
+            "      provider: corp\n      token_from:\n        list: [header]\n",
+        )
+        .replace("address: 127.0.0.1:0\n  tls", "address: nowhere\n  tls");
+    let found = problems(&yaml, pki.dir.path());
+    for expected in [
+        "providers[0].audiance (line 22): unknown field `audiance`",
+        "providers[0].audiences (line 19): is required",
+        "routes[0].origins (line 10): is required",
+        "admin.bogus (line 8): unknown field `bogus`",
+        "routes[0].auth.token_from (line 17): expected a list",
+        "listen.address (line 2): \"nowhere\"",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "expected {expected:?} for\n{yaml}\ngot {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 6, "one problem each: {found:#?}");
+}

@@ -25,7 +25,7 @@ pub(super) fn parse(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Error> {
-    let root = deserialize(text).map_err(|problem| Error::Invalid(vec![problem]))?;
+    let (root, structural) = super::structure::read(text).map_err(Error::Invalid)?;
     let mut check = Validator {
         problems: Vec::new(),
         env,
@@ -33,45 +33,16 @@ pub(super) fn parse(
     };
     let config = check.root(&root);
     match config {
-        Some(config) if check.problems.is_empty() => Ok(config),
-        _ => Err(Error::Invalid(check.problems)),
+        Some(config) if check.problems.is_empty() && structural.is_empty() => Ok(config),
+        _ => {
+            let follows = |p: &Problem| super::structure::follows(&structural, p);
+            let mut problems: Vec<Problem> = check.problems;
+            problems.retain(|p| !follows(p));
+            problems.extend(structural);
+            problems.sort_by_key(|p| p.line);
+            Err(Error::Invalid(problems))
+        }
     }
-}
-
-/// Structural errors (unknown key, a list where a mapping belongs) stop serde at the first
-/// one; everything else is left to the validator, which reports them all.
-fn deserialize(text: &str) -> Result<raw::Root, Problem> {
-    if text.trim().is_empty() {
-        return Err(Problem {
-            path: String::new(),
-            line: 1,
-            message: "the file is empty; listen, admin and routes are required".to_owned(),
-        });
-    }
-    let mut path = String::new();
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|error| {
-            path = error.path().to_string();
-            error.into_inner()
-        })
-    });
-    result.map_err(|error| {
-        let line = error.location().map_or(0, |loc| loc.line());
-        let mut message = error.without_snippet().to_string();
-        if let Some(at) = message.rfind(" at line ") {
-            message.truncate(at);
-        }
-        // `Spanned<T>` shows up in serde's path as a `value` field; users never wrote it.
-        path = path.replace(".value", "");
-        if path == "." || path == "value" {
-            path.clear();
-        }
-        Problem {
-            path,
-            line,
-            message,
-        }
-    })
 }
 
 struct Validator<'a> {
