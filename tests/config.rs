@@ -134,6 +134,16 @@ fn bad_snippets_name_their_path_and_line() {
             "routes[0].match.path (line 11): \"/chat//room\": expected an absolute path prefix",
         ),
         (
+            "  address: 127.0.0.1:0\n  tls",
+            "  address: 127.0.0.1:0\n  handshake_timeout: 18446744073709551615s\n  tls",
+            "listen.handshake_timeout (line 3): \"18446744073709551615s\": duration is too large",
+        ),
+        (
+            "    origins: any\n",
+            "    origins: any\n    timeouts:\n      idle: 5124095576030431h\n",
+            "routes[0].timeouts.idle (line 17): \"5124095576030431h\": duration is too large",
+        ),
+        (
             "      path: /chat",
             "      path: /chat;v=1",
             "routes[0].match.path (line 11): \"/chat;v=1\": expected an absolute path prefix",

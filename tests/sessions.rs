@@ -449,3 +449,31 @@ async fn admin_query_values_are_percent_decoded() {
     drop(ws);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn out_of_range_revocation_ttls_get_400_and_the_admin_api_stays_up() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    for body in [
+        r#"{"sub": "alice", "ttl": 18446744073709551615}"#,
+        r#"{"jti": "j-1", "ttl": 18446744073709551615}"#,
+        r#"{"sub": "alice", "ttl": "5124095576030431h"}"#,
+        r#"{"sub": "alice", "ttl": "876001h"}"#,
+        r#"{"sub": "alice", "ttl": -1}"#,
+    ] {
+        let (code, answer) = admin(&proxy, "POST", "/admin/revoke", body).await;
+        assert_eq!(code, 400, "{body}: {answer}");
+    }
+    // Nothing was revoked, and the API still answers.
+    let (code, list) = admin(&proxy, "GET", "/admin/revocations", "").await;
+    assert_eq!((code, list), (200, serde_json::json!([])));
+    let (code, _) = admin(
+        &proxy,
+        "POST",
+        "/admin/revoke",
+        r#"{"sub": "alice", "ttl": "87600h"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "ten years is the longest ttl");
+    proxy.shutdown().await;
+}

@@ -208,18 +208,22 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
     // tokens, the given ttl, or a day when nothing says otherwise.
     let ttl = match body.get("ttl") {
         None => None,
-        Some(Value::Number(secs)) => secs.as_u64().map(Duration::from_secs),
+        Some(Value::Number(secs)) => secs
+            .as_u64()
+            .map(Duration::from_secs)
+            .filter(|ttl| *ttl <= units::MAX_DURATION),
         Some(Value::String(text)) => units::duration(text).ok(),
         Some(_) => None,
     };
     if body.get("ttl").is_some() && ttl.is_none() {
         return json_error(
             StatusCode::BAD_REQUEST,
-            "ttl: seconds, or a duration such as 1h",
+            "ttl: seconds, or a duration such as 1h (at most 87600h)",
         );
     }
     let now = SystemTime::now();
     let live = shared.registry.latest_expiry(kind, value);
+    // Bounded above, so none of these sums can overflow the clock.
     let until = match (ttl, kind) {
         (Some(ttl), _) => now + ttl,
         // A token id lives as long as its token.

@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+/// The longest duration anything accepts: ten years. Every duration is added to a clock
+/// somewhere (a deadline, a revocation's end); this keeps each such sum far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Parses `500ms`, `30s`, `5m`, `24h` or a sequence such as `1h30m`; `us` (microseconds) for
-/// the few settings that small.
+/// the few settings that small. At most [`MAX_DURATION`].
 pub fn duration(text: &str) -> Result<Duration, String> {
     let expected = "expected a duration with a unit, such as 500ms, 30s, 5m or 24h";
     let mut rest = text.trim();
@@ -30,10 +34,15 @@ pub fn duration(text: &str) -> Result<Duration, String> {
             _ => return Err(expected.to_owned()),
         };
         rest = &rest[unit_len..];
-        total = total.checked_add(part).ok_or("duration is too large")?;
+        total = total
+            .checked_add(part)
+            .filter(|total| *total <= MAX_DURATION)
+            .ok_or(TOO_LONG)?;
     }
     Ok(total)
 }
+
+const TOO_LONG: &str = "duration is too large (at most 87600h, ten years)";
 
 /// Parses `512B`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
 pub fn size(text: &str) -> Result<u64, String> {
@@ -72,6 +81,10 @@ mod tests {
         assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(duration("50us"), Ok(Duration::from_micros(50)));
         assert_eq!(duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(duration("87600h"), Ok(MAX_DURATION));
+        assert_eq!(duration("87600h1s"), Err(TOO_LONG.to_owned()));
+        assert_eq!(duration("18446744073709551615s"), Err(TOO_LONG.to_owned()));
+        assert_eq!(duration("5124095576030431h"), Err(TOO_LONG.to_owned()));
         for bad in [
             "",
             "30",
