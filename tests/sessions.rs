@@ -477,3 +477,33 @@ async fn out_of_range_revocation_ttls_get_400_and_the_admin_api_stays_up() {
     assert_eq!(code, 200, "ten years is the longest ttl");
     proxy.shutdown().await;
 }
+
+/// Tokens are accepted until `exp` plus the provider's leeway, so a revocation of a live
+/// token id must last that long too.
+#[tokio::test]
+async fn a_jti_revocation_lasts_through_the_leeway() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    // Past its exp, inside the default 30 s leeway: still accepted.
+    let mut late = claims("alice");
+    late["exp"] = (now() - 5).into();
+    late["jti"] = "late-1".into();
+    let token = format!("Bearer {}", sign(&keys()[0], &late));
+    let mut session = open(&proxy, "/echo", &token).await;
+    let (code, answer) = admin(&proxy, "POST", "/admin/revoke", r#"{"jti": "late-1"}"#).await;
+    assert_eq!((code, answer["closed"].as_u64()), (200, Some(1)));
+    assert_eq!(close_code(&mut session).await, Some(4003));
+    let (_, list) = admin(&proxy, "GET", "/admin/revocations", "").await;
+    assert!(
+        list[0]["until"].as_u64().is_some_and(|u| u >= now() + 20),
+        "lasts until exp + leeway: {list}"
+    );
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("Authorization: {token}\r\n"),
+        ))
+        .await;
+    assert_eq!(status(&answer), 401, "{answer}");
+    proxy.shutdown().await;
+}

@@ -222,7 +222,17 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
         );
     }
     let now = SystemTime::now();
-    let live = shared.registry.latest_expiry(kind, value);
+    // A token is accepted until its exp plus its provider's leeway; the longest leeway covers
+    // every provider that could have issued it.
+    let leeway = shared
+        .state()
+        .config
+        .providers
+        .iter()
+        .map(|p| p.leeway)
+        .max()
+        .unwrap_or_default();
+    let live = shared.registry.latest_expiry(kind, value, leeway);
     // Bounded above, so none of these sums can overflow the clock.
     let until = match (ttl, kind) {
         (Some(ttl), _) => now + ttl,

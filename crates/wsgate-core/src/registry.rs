@@ -205,12 +205,18 @@ impl Registry {
         self.kick(|s| matches(s, kind, value), Kick::REVOKED)
     }
 
-    /// The latest `exp` among live sessions carrying `kind` `value`.
-    pub fn latest_expiry(&self, kind: &'static str, value: &str) -> Option<SystemTime> {
+    /// The latest `exp` plus `leeway` among live sessions carrying `kind` `value`: until then
+    /// their tokens are accepted.
+    pub fn latest_expiry(
+        &self,
+        kind: &'static str,
+        value: &str,
+        leeway: Duration,
+    ) -> Option<SystemTime> {
         lock(&self.sessions)
             .values()
             .filter(|s| matches(s, kind, value))
-            .map(|s| SystemTime::now() + s.principal.remaining(Duration::ZERO))
+            .map(|s| SystemTime::now() + s.principal.remaining(leeway))
             .max()
     }
 
