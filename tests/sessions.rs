@@ -507,3 +507,93 @@ async fn a_jti_revocation_lasts_through_the_leeway() {
     assert_eq!(status(&answer), 401, "{answer}");
     proxy.shutdown().await;
 }
+
+/// The route of `proxy`'s file rewritten to admit only the origin https://a.example (requests
+/// without an Origin are then refused), and reloaded.
+async fn reload_with_a_stricter_origin(proxy: &TestProxy, backend: &str) {
+    let strict = format!(
+        "  - name: echo\n    match:\n      path: /echo\n    backend: {backend}\n    auth:\n      provider: test\n    origins:\n      allow: [https://a.example]\n"
+    );
+    let start = proxy.yaml.find("routes:\n").expect("routes") + "routes:\n".len();
+    std::fs::write(
+        &proxy.config_path,
+        format!("{}{strict}", &proxy.yaml[..start]),
+    )
+    .expect("write");
+    let (code, answer) = admin(proxy, "POST", "/admin/reload", "").await;
+    assert_eq!(code, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_is_judged_by_the_file_in_force_when_it_arrives() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    // TLS is done before the reload; the upgrade request comes after it.
+    let mut tls = proxy.tls().await;
+    reload_with_a_stricter_origin(&proxy, &backend.url()).await;
+    let answer = exchange(&mut tls, &upgrade_request("/echo", &proxy.bearer())).await;
+    assert_eq!(status(&answer), 403, "{answer}");
+    assert!(backend.seen().is_empty(), "the backend was contacted");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_admitted_just_before_a_reload_is_checked_against_the_new_file() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that holds its 101 until the test has reloaded.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+    let (arrived, mut on_arrival) = tokio::sync::mpsc::channel::<()>(1);
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let gate = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the request head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("sec-websocket-key: ")
+                    .or(l.strip_prefix("Sec-WebSocket-Key: "))
+            })
+            .expect("key")
+            .trim()
+            .to_owned();
+        arrived.send(()).await.expect("arrived");
+        released.await.expect("release");
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        tcp.write_all(
+            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+        // Hold the connection until the proxy ends it.
+        while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+    let proxy = start(&route("echo", "/echo", &url)).await;
+    let request = upgrade_request("/echo", &proxy.bearer());
+    let client = async {
+        let (head, mut session) = proxy.raw_session(&request).await;
+        assert_eq!(status(&head), 101, "{head}");
+        session.close_code().await
+    };
+    let reload = async {
+        within(on_arrival.recv())
+            .await
+            .expect("the request reached the backend");
+        reload_with_a_stricter_origin(&proxy, &url).await;
+        release.send(()).expect("release");
+    };
+    let (code, ()) = within(async { tokio::join!(client, reload) }).await;
+    assert_eq!(code, 4003, "the new file no longer admits the session");
+    within(gate).await.expect("backend");
+    proxy.shutdown().await;
+}

@@ -327,8 +327,11 @@ struct Pending {
     client: OnUpgrade,
     backend: TokioIo<Upgraded>,
     started: Instant,
-    /// `listen.busy_poll` of the configuration the connection arrived under.
+    /// `listen.busy_poll` of the configuration the request was judged by.
     busy_poll: Duration,
+    /// The configuration the request was judged by: a reload that lands before the session
+    /// is registered is checked against it at registration.
+    judged: Arc<State>,
 }
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admission: Admission) {
@@ -346,9 +349,12 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
     let server_name: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
     let slot: Arc<Mutex<Option<After>>> = Arc::default();
     let service = {
-        let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
+        let (shared, slot) = (shared.clone(), slot.clone());
         service_fn(move |request| {
-            let (shared, state, slot) = (shared.clone(), state.clone(), slot.clone());
+            // The request is judged by the configuration in force when its head arrived, not
+            // the one its TLS handshake started under: a reload in between applies to it.
+            let (state, slot) = (shared.state(), slot.clone());
+            let shared = shared.clone();
             let client = Client {
                 peer,
                 server_name: server_name.clone(),
@@ -404,7 +410,7 @@ struct Client {
 /// Answers the upgrade request: a refusal, the backend's own refusal, or a 101.
 async fn handle(
     shared: &Shared,
-    state: &State,
+    state: &Arc<State>,
     mut request: Request<Incoming>,
     client: &Client,
     slot: &Mutex<Option<After>>,
@@ -474,6 +480,7 @@ async fn handle(
                     backend: io,
                     started,
                     busy_poll: state.config.listen.busy_poll,
+                    judged: state.clone(),
                 }));
             }
             (response, metrics, "ok")
@@ -714,6 +721,7 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
         backend,
         started,
         busy_poll,
+        judged,
     } = pending;
     let route = entry.route.name.as_str();
     let client = match client.await {
@@ -727,6 +735,10 @@ async fn session(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let registration = shared
         .registry
         .register(route, principal.clone(), peer, origin);
+    // A reload that swapped the configuration after the request was judged listed the live
+    // sessions before this one was among them: apply its verdict here.
+    shared.recheck(&judged, &registration.session);
+    drop(judged);
     let policy = relay::Policy {
         limits: MessageLimits::new(&entry.route.limits),
         timeouts: entry.route.timeouts,

@@ -135,6 +135,18 @@ impl State {
         })
     }
 
+    /// Closes `session` (admitted under `previous`) if this state no longer admits it: 1001
+    /// when its route is gone, 4003 when its policy refuses it. Returns the kick sent.
+    fn verdict(&self, previous: &State, session: &Session) -> Option<Kick> {
+        let kick = match self.admits(previous, session) {
+            None => Kick::GOING_AWAY,
+            Some(false) => Kick::REVOKED,
+            Some(true) => return None,
+        };
+        session.kick(kick);
+        Some(kick)
+    }
+
     /// Would this state still admit `session`? (Same provider settings, Origin allowed,
     /// claims sufficient.)
     fn admits(&self, previous: &State, session: &Session) -> Option<bool> {
@@ -190,6 +202,15 @@ impl Shared {
         result
     }
 
+    /// Checks a session registered after a request judged by `judged` against the
+    /// configuration in force now, if a reload replaced it meanwhile.
+    pub(crate) fn recheck(&self, judged: &Arc<State>, session: &Session) {
+        let now = self.state();
+        if !Arc::ptr_eq(&now, judged) {
+            now.verdict(judged, session);
+        }
+    }
+
     /// Swaps in `config` and closes the sessions it no longer admits.
     pub(crate) fn apply(&self, config: Config) -> Result<Value, Error> {
         let _one_at_a_time = self
@@ -217,16 +238,10 @@ impl Shared {
         }
         let (mut removed, mut revoked) = (0, 0);
         for session in self.registry.list(None, None) {
-            match new.admits(&old, &session) {
-                None => {
-                    session.kick(Kick::GOING_AWAY);
-                    removed += 1;
-                }
-                Some(false) => {
-                    session.kick(Kick::REVOKED);
-                    revoked += 1;
-                }
-                Some(true) => {}
+            match new.verdict(&old, &session) {
+                Some(Kick::GOING_AWAY) => removed += 1,
+                Some(_) => revoked += 1,
+                None => continue,
             }
         }
         Ok(json!({
