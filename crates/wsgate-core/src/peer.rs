@@ -1,8 +1,9 @@
 //! Who the client is. Only a peer inside `trusted_proxies` may name the client with
 //! `X-Forwarded-For`; from anyone else the header is ignored for limits and replaced for the
-//! backend, so a client cannot pick the address its rate limits are keyed on.
+//! backend, so a client cannot pick the address its rate limits are keyed on. A trusted peer's
+//! chain is believed only as far as trusted hops wrote it (see [`walk`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hyper::header::HeaderMap;
 
@@ -14,46 +15,71 @@ fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|cidr| cidr.contains(ip))
 }
 
-/// The chain a trusted peer sent, oldest first; `None` when absent or not all addresses.
-fn chain(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
-    let mut chain = Vec::new();
+/// One `X-Forwarded-For` entry: an address, `ip:port` (Azure Application Gateway) or
+/// `[ipv6]:port`; `None` for anything else (Squid's `unknown`, an obfuscated name, garbage).
+fn entry(item: &str) -> Option<IpAddr> {
+    let item = item.trim();
+    if let Ok(ip) = item.parse() {
+        return Some(ip);
+    }
+    let port = |port: &str| !port.is_empty() && port.len() <= 5 && port.parse::<u16>().is_ok();
+    if let Some(rest) = item.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let after_ok = after.is_empty() || after.strip_prefix(':').is_some_and(port);
+        return after_ok
+            .then(|| v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
+    }
+    let (v4, after) = item.rsplit_once(':')?;
+    port(after)
+        .then(|| v4.parse::<Ipv4Addr>().ok().map(IpAddr::V4))
+        .flatten()
+}
+
+/// Walks the chain from the right, believing an entry only when a trusted hop wrote it: the
+/// peer wrote the last one, a trusted address the one before it, and so on. The walk stops at
+/// the first address that is not a trusted proxy (the client), or at an entry it cannot read,
+/// in which case the hop that wrote it is the client as far as anyone can tell: nothing left
+/// of an unreadable entry is believed, so a client cannot pick its address with one.
+/// Returns the client and the believed entries, oldest first (empty for an untrusted peer).
+fn walk(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> (IpAddr, Vec<IpAddr>) {
+    let mut believed = Vec::new();
+    if !trusted(peer, proxies) {
+        return (peer, believed);
+    }
+    let mut entries = Vec::new();
     for value in headers.get_all(X_FORWARDED_FOR) {
-        for item in value.to_str().ok()?.split(',') {
-            chain.push(item.trim().parse().ok()?);
+        match value.to_str() {
+            Ok(text) => entries.extend(text.split(',').map(entry)),
+            Err(_) => entries.push(None),
         }
     }
-    (!chain.is_empty()).then_some(chain)
+    let mut client = peer;
+    for item in entries.into_iter().rev() {
+        let Some(ip) = item else { break };
+        client = ip;
+        believed.push(ip);
+        if !trusted(ip, proxies) {
+            break;
+        }
+    }
+    believed.reverse();
+    (client, believed)
 }
 
 /// The client address for limits and logs: from a trusted peer, the nearest address in
-/// `X-Forwarded-For` that is not itself a trusted proxy; otherwise the peer.
+/// `X-Forwarded-For` that is not itself a trusted proxy (see [`walk`]); otherwise the peer.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpAddr {
-    if !trusted(peer, proxies) {
-        return peer;
-    }
-    match chain(headers) {
-        Some(chain) => chain
-            .iter()
-            .rev()
-            .find(|ip| !trusted(**ip, proxies))
-            .or(chain.first())
-            .copied()
-            .unwrap_or(peer),
-        None => peer,
-    }
+    walk(peer, headers, proxies).0
 }
 
-/// The `X-Forwarded-For` value for the backend: a trusted peer's chain with the peer
-/// appended, or just the peer.
+/// The `X-Forwarded-For` value for the backend: the part of a trusted peer's chain the proxy
+/// believes (the client and the trusted hops after it, without ports), then the peer.
 pub fn forwarded_for(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> String {
-    match chain(headers).filter(|_| trusted(peer, proxies)) {
-        Some(chain) => {
-            let mut parts: Vec<String> = chain.iter().map(ToString::to_string).collect();
-            parts.push(peer.to_string());
-            parts.join(", ")
-        }
-        None => peer.to_string(),
-    }
+    let (_, believed) = walk(peer, headers, proxies);
+    let mut parts: Vec<String> = believed.iter().map(ToString::to_string).collect();
+    parts.push(peer.to_string());
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -95,6 +121,49 @@ mod tests {
             "203.0.113.5, 10.9.9.9, 10.1.2.3"
         );
         assert_eq!(forwarded_for(stranger, &headers, &proxies), "198.51.100.9");
+    }
+
+    #[test]
+    fn the_chain_is_walked_from_the_right_past_entries_it_cannot_read() {
+        let proxies = [cidr("10.0.0.0", 8)];
+        let lb: IpAddr = "10.1.2.3".parse().expect("ip");
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        // Azure Application Gateway writes `ip:port`; IPv6 hops write `[v6]:port`.
+        let cases = [
+            ("203.0.113.5:52211", "203.0.113.5"),
+            ("203.0.113.5:52211, 10.9.9.9:443", "203.0.113.5"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            // Something the client wrote left of its own address is never read.
+            ("garbage, 203.0.113.5", "203.0.113.5"),
+            ("unknown, 198.51.100.1, 203.0.113.5", "203.0.113.5"),
+            // An unreadable entry written by a trusted hop: that hop is the client as far as
+            // anyone can tell, and nothing left of it is believed.
+            ("198.51.100.1, unknown, 10.9.9.9", "10.9.9.9"),
+            ("198.51.100.1, unknown", "10.1.2.3"),
+            ("198.51.100.1, 10.0.0.9:99999", "10.1.2.3"),
+            ("198.51.100.1, 1.2.3.4:", "10.1.2.3"),
+        ];
+        for (header, client) in cases {
+            assert_eq!(
+                client_ip(lb, &xff(header), &proxies),
+                ip(client),
+                "{header}"
+            );
+        }
+        // The backend is told the part of the chain the proxy vouches for.
+        assert_eq!(
+            forwarded_for(lb, &xff("garbage, 203.0.113.5:52211, 10.9.9.9"), &proxies),
+            "203.0.113.5, 10.9.9.9, 10.1.2.3"
+        );
+        assert_eq!(
+            forwarded_for(lb, &xff("198.51.100.1, unknown"), &proxies),
+            "10.1.2.3"
+        );
+        // Several headers are one chain, oldest first.
+        let mut headers = xff("198.51.100.1");
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
+        assert_eq!(client_ip(lb, &headers, &proxies), ip("198.51.100.1"));
     }
 
     #[test]
