@@ -459,3 +459,48 @@ async fn slowloris_sockets_do_not_keep_a_real_client_out() {
     drop(idle);
     proxy.shutdown().await;
 }
+
+async fn upgrade_from(proxy: &TestProxy, client: &str) -> u16 {
+    let answer = proxy
+        .raw(&upgrade_request(
+            "/echo",
+            &format!("{}X-Forwarded-For: {client}\r\n", proxy.bearer()),
+        ))
+        .await;
+    status(&answer)
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_budget_per_prefix_and_mapped_addresses_are_ipv4() {
+    let backend = EchoBackend::start(&[]).await;
+    let limits = "      handshake_rate_per_ip: 1/m\n      handshake_burst_per_ip: 1\n";
+    let routes = limited_route(&backend.url(), limits, "");
+    let proxy = start_trusting(&routes).await;
+    assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::1").await, 101);
+    assert_eq!(
+        upgrade_from(&proxy, "[2001:db8:1:2:ffff::9]:443").await,
+        429,
+        "another address of the same /64 bought a new budget"
+    );
+    assert_eq!(upgrade_from(&proxy, "2001:db8:1:3::1").await, 101);
+    assert_eq!(upgrade_from(&proxy, "192.0.2.1").await, 101);
+    assert_eq!(
+        upgrade_from(&proxy, "::ffff:192.0.2.1").await,
+        429,
+        "the IPv4-mapped form of an address bought a new budget"
+    );
+    proxy.shutdown().await;
+
+    // The prefix is configurable: /128 keys every address on its own.
+    let proxy = TestProxy::start_full(Setup {
+        routes,
+        top_extra: "trusted_proxies: [127.0.0.0/8]\n".to_owned(),
+        listen_extra: "  ipv6_prefix: 128\n".to_owned(),
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::1").await, 101);
+    assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::2").await, 101);
+    assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::2").await, 429);
+    proxy.shutdown().await;
+}

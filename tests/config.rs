@@ -66,6 +66,7 @@ fn defaults_fill_optional_keys() {
         config.listen.busy_poll,
         std::time::Duration::from_micros(50)
     );
+    assert_eq!(config.listen.ipv6_prefix, 64);
     assert_eq!(config.routes[0].limits.max_message_size, 1 << 20);
     assert_eq!(
         config.routes[0].timeouts.backend_connect,
@@ -112,6 +113,11 @@ fn bad_snippets_name_their_path_and_line() {
             "  tls:\n",
             "  busy_poll: 50\n  tls:\n",
             "listen.busy_poll (line 3): \"50\": expected a duration with a unit",
+        ),
+        (
+            "  tls:\n",
+            "  ipv6_prefix: 129\n  tls:\n",
+            "listen.ipv6_prefix (line 3): \"129\": expected a prefix length from 1 to 128",
         ),
         (
             "  tls:\n",

@@ -224,6 +224,7 @@ async fn bind_preferring(
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(2),
             busy_poll: config::DEFAULT_BUSY_POLL,
+            ipv6_prefix: config::DEFAULT_IPV6_PREFIX,
         },
         trusted_proxies: Vec::new(),
         admin: Admin {

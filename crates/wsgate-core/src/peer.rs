@@ -11,6 +11,29 @@ use crate::config::Cidr;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a dual-stack socket shows an IPv4 peer)
+/// as the IPv4 address it is; any other address unchanged.
+pub fn normal(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The key per-IP limits count a client under: an IPv4 address whole, an IPv6 address by its
+/// first `ipv6_prefix` bits (a host usually holds a whole /64 and could rotate through it).
+pub fn key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match normal(ip) {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(ipv6_prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
+    }
+}
+
 fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|cidr| cidr.contains(ip))
 }
@@ -43,6 +66,7 @@ fn entry(item: &str) -> Option<IpAddr> {
 /// of an unreadable entry is believed, so a client cannot pick its address with one.
 /// Returns the client and the believed entries, oldest first (empty for an untrusted peer).
 fn walk(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> (IpAddr, Vec<IpAddr>) {
+    let peer = normal(peer);
     let mut believed = Vec::new();
     if !trusted(peer, proxies) {
         return (peer, believed);
@@ -56,7 +80,7 @@ fn walk(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> (IpAddr, Vec<IpA
     }
     let mut client = peer;
     for item in entries.into_iter().rev() {
-        let Some(ip) = item else { break };
+        let Some(ip) = item.map(normal) else { break };
         client = ip;
         believed.push(ip);
         if !trusted(ip, proxies) {
@@ -78,7 +102,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpAddr 
 pub fn forwarded_for(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> String {
     let (_, believed) = walk(peer, headers, proxies);
     let mut parts: Vec<String> = believed.iter().map(ToString::to_string).collect();
-    parts.push(peer.to_string());
+    parts.push(normal(peer).to_string());
     parts.join(", ")
 }
 
@@ -164,6 +188,40 @@ mod tests {
         let mut headers = xff("198.51.100.1");
         headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
         assert_eq!(client_ip(lb, &headers, &proxies), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+        assert_eq!(
+            client_ip(ip("::ffff:203.0.113.5"), &HeaderMap::new(), &[]),
+            ip("203.0.113.5")
+        );
+        let proxies = [cidr("10.0.0.0", 8)];
+        let headers = xff("::ffff:203.0.113.5");
+        assert_eq!(
+            client_ip(ip("::ffff:10.1.2.3"), &headers, &proxies),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            forwarded_for(ip("::ffff:10.1.2.3"), &headers, &proxies),
+            "203.0.113.5, 10.1.2.3"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_prefix() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        assert_eq!(key(ip("2001:db8:1:2:aaaa::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(key(ip("2001:db8:1:2:ffff::9"), 64), ip("2001:db8:1:2::"));
+        assert_ne!(key(ip("2001:db8:1:3::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(key(ip("2001:db8:1:2:aaaa::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(key(ip("2001:db8::1"), 1), ip("::"));
+        // IPv4 keys whole, in either form.
+        assert_eq!(key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
     }
 
     #[test]

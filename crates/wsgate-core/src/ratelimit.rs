@@ -2,8 +2,8 @@
 //!
 //! - [`PerIp`]: a route's handshake rate per client IP. Every handshake counts, failed
 //!   authentications included, so nobody can make the proxy do unbounded signature work. The
-//!   keyed state is pruned periodically, so a spray of (IPv6) addresses cannot grow memory
-//!   without bound.
+//!   caller keys IPv6 clients by prefix (`peer::key`, `listen.ipv6_prefix`). The keyed state
+//!   is pruned periodically, so a spray of addresses cannot grow memory without bound.
 //! - [`Subjects`]: concurrent sessions per JWT `sub` on a route; a [`SubjectSlot`] frees its
 //!   place when dropped, whatever ended the session.
 //! - [`MessageLimits`]: a connection's client-to-backend message and byte rates.

@@ -576,7 +576,7 @@ async fn admit_and_open(
     let client = peer::client_ip(peer.ip(), headers, trusted);
     entry
         .per_ip
-        .check(client)
+        .check(peer::key(client, state.config.listen.ipv6_prefix))
         .map_err(|wait| Refusal::RateLimited {
             kind: "handshake",
             retry_after: wait.as_secs_f64().ceil() as u64,

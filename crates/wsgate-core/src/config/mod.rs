@@ -25,6 +25,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 /// The longest `listen.busy_poll` accepted: beyond it a wake-up is cheaper than the spin.
 pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+/// IPv6 clients are keyed by this many leading bits for every per-IP limit: one host is
+/// usually given a whole /64, and could rotate through it.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 pub const DEFAULT_BACKEND_CONNECT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
@@ -123,6 +126,8 @@ pub struct Listen {
     /// How long a session keeps polling after it moved data while the proxy is nearly idle
     /// (zero: never).
     pub busy_poll: Duration,
+    /// Leading bits of an IPv6 client address that key per-IP limits (IPv4 keys whole).
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -264,10 +269,7 @@ pub struct Cidr {
 impl Cidr {
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = crate::peer::normal(ip);
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX

@@ -31,6 +31,7 @@ pub struct Listen {
     pub max_connections: Option<Scalar>,
     pub shutdown_grace: Option<Scalar>,
     pub busy_poll: Option<Scalar>,
+    pub ipv6_prefix: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

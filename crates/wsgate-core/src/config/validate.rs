@@ -241,6 +241,12 @@ impl Validator<'_> {
             DEFAULT_BUSY_POLL,
             busy_poll,
         );
+        let ipv6_prefix = self.optional(
+            "listen.ipv6_prefix",
+            &l.ipv6_prefix,
+            DEFAULT_IPV6_PREFIX,
+            ipv6_prefix,
+        );
         Some(Listen {
             address: address?,
             tls: tls?,
@@ -248,6 +254,7 @@ impl Validator<'_> {
             max_connections,
             shutdown_grace,
             busy_poll,
+            ipv6_prefix,
         })
     }
 
@@ -741,6 +748,13 @@ fn parse_rate(text: &str, sizes: bool) -> Result<Rate, String> {
         return Err(format!("{expected} (N from 1 to {})", u32::MAX));
     }
     Ok(Rate { count, per })
+}
+
+fn ipv6_prefix(text: &str) -> Result<u8, String> {
+    match text.parse::<u8>() {
+        Ok(bits @ 1..=128) => Ok(bits),
+        _ => Err("expected a prefix length from 1 to 128 (64: one /64 is one client)".to_owned()),
+    }
 }
 
 fn positive_u32(text: &str) -> Result<u32, String> {
