@@ -439,7 +439,13 @@ async fn protocol_violations_get_protocol_close_codes() {
 #[tokio::test]
 async fn slowloris_sockets_do_not_keep_a_real_client_out() {
     let backend = EchoBackend::start(&[]).await;
-    let proxy = TestProxy::start(&backend.url()).await;
+    // The sockets and the real client share 127.0.0.1 here: the per-address cap is lifted so
+    // that this stays a test of 5,000 sockets holding their slots, not of that cap.
+    let proxy = TestProxy::start_with(
+        "  max_pending_per_ip: 10000\n",
+        &route("echo", "/echo", &backend.url()),
+    )
+    .await;
     // 5,000 connections that each send one byte of a TLS record and then nothing.
     let mut idle = Vec::with_capacity(5000);
     for _ in 0..5000 {
@@ -502,5 +508,47 @@ async fn ipv6_clients_share_a_budget_per_prefix_and_mapped_addresses_are_ipv4() 
     assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::1").await, 101);
     assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::2").await, 101);
     assert_eq!(upgrade_from(&proxy, "2001:db8:1:2::2").await, 429);
+    proxy.shutdown().await;
+}
+
+/// True once the proxy has closed `tcp` (end of stream or reset).
+async fn closed(tcp: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(within(tcp.read(&mut buf)).await, Ok(0) | Err(_))
+}
+
+#[tokio::test]
+async fn connections_per_ip_before_the_upgrade_are_capped_before_tls() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start_full(Setup {
+        routes: route("echo", "/echo", &backend.url()),
+        listen_extra: "  max_pending_per_ip: 2\n".to_owned(),
+        ..Setup::default()
+    })
+    .await;
+    // Two connections that never start TLS hold both places; a third is closed unanswered.
+    let first = TcpStream::connect(proxy.addr).await.expect("connect");
+    let second = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut third = TcpStream::connect(proxy.addr).await.expect("connect");
+    assert!(closed(&mut third).await, "the third connection was served");
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_rate_limited_total{route="",kind="pending"}"#,
+        1.0,
+    )
+    .await;
+    // The first is still served: it finishes TLS and upgrades, which frees its place.
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls =
+        within(tokio_rustls::TlsConnector::from(proxy.pki.client_config()).connect(name, first))
+            .await
+            .expect("TLS handshake on a connection under the cap");
+    let answer = exchange(&mut tls, &upgrade_request("/echo", &proxy.bearer())).await;
+    assert_eq!(status(&answer), 101, "{answer}");
+    // So a new connection gets through.
+    let fourth = proxy.raw(&upgrade_request("/echo", &proxy.bearer())).await;
+    assert_eq!(status(&fourth), 101, "{fourth}");
+    drop((second, tls));
     proxy.shutdown().await;
 }

@@ -67,6 +67,7 @@ fn defaults_fill_optional_keys() {
         std::time::Duration::from_micros(50)
     );
     assert_eq!(config.listen.ipv6_prefix, 64);
+    assert_eq!(config.listen.max_pending_per_ip, 256);
     assert_eq!(config.routes[0].limits.max_message_size, 1 << 20);
     assert_eq!(
         config.routes[0].timeouts.backend_connect,
@@ -118,6 +119,11 @@ fn bad_snippets_name_their_path_and_line() {
             "  tls:\n",
             "  ipv6_prefix: 129\n  tls:\n",
             "listen.ipv6_prefix (line 3): \"129\": expected a prefix length from 1 to 128",
+        ),
+        (
+            "  tls:\n",
+            "  max_pending_per_ip: 0\n  tls:\n",
+            "listen.max_pending_per_ip (line 3): \"0\": expected a whole number greater than zero",
         ),
         (
             "  tls:\n",

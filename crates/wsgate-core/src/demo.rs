@@ -225,6 +225,7 @@ async fn bind_preferring(
             shutdown_grace: Duration::from_secs(2),
             busy_poll: config::DEFAULT_BUSY_POLL,
             ipv6_prefix: config::DEFAULT_IPV6_PREFIX,
+            max_pending_per_ip: config::DEFAULT_MAX_PENDING_PER_IP,
         },
         trusted_proxies: Vec::new(),
         admin: Admin {

@@ -233,7 +233,13 @@ impl Metrics {
         let label = RouteLabel {
             route: route.clone(),
         };
-        if !name.is_empty() {
+        if name.is_empty() {
+            // Connections closed at accept over `listen.max_pending_per_ip` (no route yet).
+            self.rate_limited.get_or_create_owned(&KindLabels {
+                route: route.clone(),
+                kind: PENDING,
+            });
+        } else {
             for kind in RATE_LIMIT_KINDS {
                 let labels = KindLabels {
                     route: route.clone(),
@@ -311,6 +317,9 @@ impl Metrics {
 /// per-IP handshake rate and per-subject cap (`handshake::Refusal::RateLimited`), and the
 /// message and byte rates (`ratelimit::Exceeded::kind`).
 const RATE_LIMIT_KINDS: [&str; 4] = ["handshake", "subject", "message", "bytes"];
+/// `rate_limited_total{route="",kind}` value: connections closed unanswered at accept over
+/// `listen.max_pending_per_ip`.
+const PENDING: &str = "pending";
 /// `backend_errors_total{kind}` values, shown at zero for every route from the start: the
 /// backend refusals (`handshake::Refusal::result`) and a backend's non-101 answer.
 const BACKEND_ERROR_KINDS: [&str; 4] = [

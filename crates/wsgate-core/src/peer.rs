@@ -34,7 +34,7 @@ pub fn key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
-fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
+pub(crate) fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|cidr| cidr.contains(ip))
 }
 

@@ -7,6 +7,8 @@
 //! - [`Subjects`]: concurrent sessions per JWT `sub` on a route; a [`SubjectSlot`] frees its
 //!   place when dropped, whatever ended the session.
 //! - [`MessageLimits`]: a connection's client-to-backend message and byte rates.
+//! - [`PreUpgrade`]: connections per client address that have not upgraded yet; a
+//!   [`PreUpgradeSlot`] frees its place when dropped.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -149,6 +151,70 @@ impl Drop for SubjectSlot {
     }
 }
 
+/// Connections per client key (see `peer::key`) between accept and the upgrade: TLS and the
+/// request head still to come. Taken at accept, before any TLS work.
+#[derive(Debug, Default)]
+pub struct PreUpgrade {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place among its address's connections before the upgrade; freed on drop.
+pub struct PreUpgradeSlot {
+    pre_upgrade: Arc<PreUpgrade>,
+    key: IpAddr,
+}
+
+impl PreUpgrade {
+    /// A slot for `key`, or `None` when it already holds `max`.
+    pub fn acquire(self: &Arc<Self>, key: IpAddr, max: usize) -> Option<PreUpgradeSlot> {
+        // Held for one hash-map update per accepted connection and one per upgrade or close.
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(key).or_insert(0);
+        if *count >= max {
+            if *count == 0 {
+                counts.remove(&key);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(PreUpgradeSlot {
+            pre_upgrade: self.clone(),
+            key,
+        })
+    }
+
+    /// Addresses holding a slot now.
+    pub fn len(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for PreUpgradeSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .pre_upgrade
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Why a client message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exceeded {
@@ -269,6 +335,21 @@ mod tests {
         assert!(subjects.acquire("bob").is_some(), "caps are per subject");
         drop(first);
         assert!(subjects.acquire("alice").is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn pre_upgrade_slots_are_capped_per_key_and_released_on_drop() {
+        let pre_upgrade = Arc::new(PreUpgrade::default());
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = pre_upgrade.acquire(a, 2).expect("first");
+        let second = pre_upgrade.acquire(a, 2).expect("second");
+        assert!(pre_upgrade.acquire(a, 2).is_none(), "third over the cap");
+        assert!(pre_upgrade.acquire(b, 2).is_some(), "caps are per key");
+        drop(first);
+        let third = pre_upgrade.acquire(a, 2).expect("a place came back");
+        drop((second, third));
+        assert!(pre_upgrade.is_empty(), "nothing is kept for idle addresses");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Binding, the accept loop, the per-connection task and graceful shutdown.
 //!
-//! One task per connection runs the lifecycle top to bottom: admission (global cap) -> TLS
+//! One task per connection runs the lifecycle top to bottom: admission (the per-IP cap on
+//! connections not upgraded yet, then the global cap) -> TLS
 //! under the handshake deadline -> the upgrade request (header deadline, size cap) -> route ->
 //! backend handshake -> 101 -> relay -> access log and metrics.
 
@@ -36,7 +37,7 @@ use crate::backend::{self, Answer, Outgoing};
 use crate::config::{Config, OnExpiry};
 use crate::handshake::{self, Refusal};
 use crate::metrics::Metrics;
-use crate::ratelimit::{MessageLimits, SubjectSlot};
+use crate::ratelimit::{MessageLimits, PreUpgrade, PreUpgradeSlot, SubjectSlot};
 use crate::registry::Registry;
 use crate::router::backend_target;
 use crate::state::State;
@@ -80,6 +81,9 @@ pub(crate) struct Shared {
     /// Sized from `listen.max_connections` at start (a reload does not resize it).
     connections: Arc<Semaphore>,
     refusing: Arc<Semaphore>,
+    /// Connections per client address not upgraded yet (`listen.max_pending_per_ip`); the
+    /// counts carry over reloads.
+    pre_upgrade: Arc<PreUpgrade>,
     /// Cancelled when the drain starts.
     pub(crate) draining: CancellationToken,
     tracker: TaskTracker,
@@ -156,6 +160,7 @@ impl Server {
             state: ArcSwap::from_pointee(state),
             connections,
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            pre_upgrade: Arc::default(),
             metrics,
             draining,
             tracker: TaskTracker::new(),
@@ -276,8 +281,26 @@ async fn prune(shared: Arc<Shared>) {
     }
 }
 
-/// Takes a connection permit before any TLS work, then spawns the connection's task.
+/// Takes the address's pre-upgrade place and a connection permit before any TLS work, then
+/// spawns the connection's task.
 fn admit(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let pre_upgrade = {
+        let state = shared.state.load();
+        let (listen, ip) = (&state.config.listen, peer::normal(peer.ip()));
+        // A trusted proxy carries many clients: only `listen.max_connections` bounds it.
+        if peer::trusted(ip, &state.config.trusted_proxies) {
+            None
+        } else {
+            let key = peer::key(ip, listen.ipv6_prefix);
+            match shared.pre_upgrade.acquire(key, listen.max_pending_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    state.unrouted.rate_limited("pending");
+                    return debug!(%peer, "over listen.max_pending_per_ip; closed unanswered");
+                }
+            }
+        }
+    };
     let permit = match shared.connections.clone().try_acquire_owned() {
         Ok(permit) => Admission::Admitted(permit),
         Err(_) => match shared.refusing.clone().try_acquire_owned() {
@@ -292,7 +315,7 @@ fn admit(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     shared
         .tracker
         .clone()
-        .spawn(connection(shared, tcp, peer, permit));
+        .spawn(connection(shared, tcp, peer, permit, pre_upgrade));
 }
 
 enum Admission {
@@ -334,7 +357,13 @@ struct Pending {
     judged: Arc<State>,
 }
 
-async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admission: Admission) {
+async fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    admission: Admission,
+    pre_upgrade: Option<PreUpgradeSlot>,
+) {
     // The configuration in force when the connection arrived serves it to the end.
     let state = shared.state();
     let deadline = Instant::now() + state.config.listen.handshake_timeout;
@@ -348,8 +377,11 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
     // The host the client asked for in the TLS handshake, if it sent one (IP literals have none).
     let server_name: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
     let slot: Arc<Mutex<Option<After>>> = Arc::default();
+    // Freed when the 101 is decided, or when the connection ends.
+    let pre_upgrade = Arc::new(Mutex::new(pre_upgrade));
     let service = {
         let (shared, slot) = (shared.clone(), slot.clone());
+        let pre_upgrade = pre_upgrade.clone();
         service_fn(move |request| {
             // The request is judged by the configuration in force when its head arrived, not
             // the one its TLS handshake started under: a reload in between applies to it.
@@ -359,6 +391,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, admis
                 peer,
                 server_name: server_name.clone(),
                 over_cap,
+                pre_upgrade: pre_upgrade.clone(),
             };
             async move {
                 let answer = handle(&shared, &state, request, &client, &slot).await;
@@ -405,6 +438,8 @@ struct Client {
     server_name: Option<Arc<str>>,
     /// Admitted over `listen.max_connections`: every request gets 503.
     over_cap: bool,
+    /// The address's place among connections not upgraded yet.
+    pre_upgrade: Arc<Mutex<Option<PreUpgradeSlot>>>,
 }
 
 /// Answers the upgrade request: a refusal, the backend's own refusal, or a 101.
@@ -467,6 +502,9 @@ async fn handle(
                     .flatten()
             });
             let response = switching_protocols(&key, protocol);
+            // Upgraded: the connection no longer counts against its address's pre-upgrade cap
+            // (freed before the 101 is written, so the client sees it freed).
+            drop(client.pre_upgrade.lock().map(|mut slot| slot.take()));
             let metrics = entry.metrics.clone();
             let client = hyper::upgrade::on(&mut request);
             if let Ok(mut slot) = slot.lock() {

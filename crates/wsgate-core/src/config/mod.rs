@@ -21,6 +21,8 @@ use crate::tls::Identity;
 
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+/// Connections one address may hold before their upgrade (TLS and the request head).
+pub const DEFAULT_MAX_PENDING_PER_IP: usize = 256;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 /// The longest `listen.busy_poll` accepted: beyond it a wake-up is cheaper than the spin.
@@ -128,6 +130,9 @@ pub struct Listen {
     pub busy_poll: Duration,
     /// Leading bits of an IPv6 client address that key per-IP limits (IPv4 keys whole).
     pub ipv6_prefix: u8,
+    /// Connections per client address (keyed as per-IP limits are) that have not upgraded yet;
+    /// more are closed unanswered at accept, before any TLS work. Trusted proxies are exempt.
+    pub max_pending_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,7 @@ pub struct Listen {
     pub shutdown_grace: Option<Scalar>,
     pub busy_poll: Option<Scalar>,
     pub ipv6_prefix: Option<Scalar>,
+    pub max_pending_per_ip: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

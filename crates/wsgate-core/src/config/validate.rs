@@ -247,6 +247,12 @@ impl Validator<'_> {
             DEFAULT_IPV6_PREFIX,
             ipv6_prefix,
         );
+        let max_pending_per_ip = self.optional(
+            "listen.max_pending_per_ip",
+            &l.max_pending_per_ip,
+            DEFAULT_MAX_PENDING_PER_IP,
+            positive_count,
+        );
         Some(Listen {
             address: address?,
             tls: tls?,
@@ -255,6 +261,7 @@ impl Validator<'_> {
             shutdown_grace,
             busy_poll,
             ipv6_prefix,
+            max_pending_per_ip,
         })
     }
 
