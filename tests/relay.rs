@@ -113,7 +113,7 @@ async fn backend_close_code_and_reason_reach_the_client() {
     drop(ws);
     wait_for_sample(
         &proxy,
-        r#"wsgate_closes_total{route="echo",code="4321"}"#,
+        r#"wsgate_closes_total{route="echo",code="other"}"#,
         1.0,
     )
     .await;
@@ -241,6 +241,37 @@ async fn registered_codes_from_the_backend_pass_unchanged() {
         assert_eq!(opcode, 0x8);
         assert_eq!(payload[..2], code.to_be_bytes(), "{code}");
         assert_eq!(&payload[2..], b"upstream");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_codes_outside_the_known_set_share_one_label() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    for code in [4567u16, 3999] {
+        let mut ws = proxy.connect("/echo").await;
+        ws.close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        }))
+        .await
+        .expect("close");
+        // The closing handshake ends with the backend's answer and the end of the stream.
+        while let Some(Ok(_)) = within(ws.next()).await {}
+    }
+    wait_for_sample(
+        &proxy,
+        r#"wsgate_closes_total{route="echo",code="other"}"#,
+        2.0,
+    )
+    .await;
+    let metrics = proxy.metrics().await;
+    for code in ["4567", "3999"] {
+        assert!(
+            !metrics.contains(&format!("code=\"{code}\"")),
+            "code {code} has a series of its own:\n{metrics}"
+        );
     }
     proxy.shutdown().await;
 }

@@ -34,7 +34,23 @@ struct DirectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
     route: Arc<str>,
-    code: u16,
+    code: &'static str,
+}
+
+/// The `closes_total{code}` label: the codes RFC 6455 and its registry define (1000-1015) and
+/// the proxy's own (4001 token expired, 4003 revoked) by number; any other code, which a
+/// client or backend may pick freely, is `other`, so nobody can mint series at will.
+fn code_label(code: u16) -> &'static str {
+    const DEFINED: [&str; 16] = [
+        "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
+        "1011", "1012", "1013", "1014", "1015",
+    ];
+    match code {
+        1000..=1015 => DEFINED[usize::from(code - 1000)],
+        4001 => "4001",
+        4003 => "4003",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,7 +166,7 @@ impl Metrics {
         registry.register("bytes", "Relayed payload bytes", metrics.bytes.clone());
         registry.register(
             "closes",
-            "Closed sessions by the close code the client saw",
+            "Closed sessions by the close code the client saw (codes outside 1000-1015, 4001 and 4003 are `other`)",
             metrics.closes.clone(),
         );
         registry.register(
@@ -402,7 +418,7 @@ impl RouteMetrics {
             .closes
             .get_or_create(&CodeLabels {
                 route: self.route.clone(),
-                code,
+                code: code_label(code),
             })
             .inc();
         self.session_duration.observe(lasted.as_secs_f64());
@@ -436,5 +452,22 @@ impl ProviderMetrics {
     pub fn set_age(&self, age: Option<Duration>) {
         // Never loaded: infinitely old, so "age above N" alerts fire.
         self.age.set(age.map_or(f64::INFINITY, |a| a.as_secs_f64()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_outside_the_known_set_fold_into_other() {
+        for code in [1000, 1008, 1014, 1015, 4001, 4003] {
+            assert_eq!(code_label(code), code.to_string());
+        }
+        for code in [
+            0, 999, 1016, 2999, 3000, 3999, 4000, 4002, 4567, 4999, 65535,
+        ] {
+            assert_eq!(code_label(code), "other", "{code}");
+        }
     }
 }
