@@ -288,3 +288,33 @@ async fn paths_that_match_another_route_once_params_or_case_are_ignored_get_400(
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn series_without_a_route_are_refusals_before_routing_only() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let answer = proxy.raw(&upgrade_request("/nowhere", "")).await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_handshakes_total{route="",result="no_route"}"#
+        ),
+        1.0
+    );
+    // Sessions, messages and bytes never happen without a route: no series says they could.
+    for line in metrics.lines().filter(|l| l.contains(r#"route="""#)) {
+        assert!(
+            [
+                "wsgate_handshakes_total{",
+                "wsgate_handshake_duration_seconds_",
+                "wsgate_rate_limited_total{"
+            ]
+            .iter()
+            .any(|family| line.starts_with(family)),
+            "{line}"
+        );
+    }
+    proxy.shutdown().await;
+}

@@ -237,10 +237,17 @@ impl Metrics {
         }
     }
 
-    /// Handles for one route (or `""` for requests that matched none).
+    /// Handles for one route, or with `""` for requests refused before a route was chosen
+    /// (bad requests, no route, overload, draining, the pre-upgrade cap). Those never become
+    /// sessions, so `route=""` has only handshake and rate-limit series: its session, message
+    /// and byte handles are registered nowhere.
     pub fn route(self: &Arc<Self>, name: &str) -> RouteMetrics {
         let route: Arc<str> = Arc::from(name);
+        let unrouted = name.is_empty();
         let direction = |family: &Family<DirectionLabels, Counter>, direction| {
+            if unrouted {
+                return Counter::default();
+            }
             family.get_or_create_owned(&DirectionLabels {
                 route: route.clone(),
                 direction,
@@ -271,13 +278,21 @@ impl Metrics {
                 self.backend_errors.get_or_create_owned(&labels);
             }
         }
+        let (active, session_duration) = if unrouted {
+            (Gauge::default(), session_histogram())
+        } else {
+            (
+                self.connections_active.get_or_create_owned(&label),
+                self.session_duration.get_or_create_owned(&label),
+            )
+        };
         RouteMetrics {
-            active: self.connections_active.get_or_create_owned(&label),
+            active,
             messages_up: direction(&self.messages, UP),
             messages_down: direction(&self.messages, DOWN),
             bytes_up: direction(&self.bytes, UP),
             bytes_down: direction(&self.bytes, DOWN),
-            session_duration: self.session_duration.get_or_create_owned(&label),
+            session_duration,
             handshake_duration: self.handshake_duration.get_or_create_owned(&label),
             metrics: self.clone(),
             route,
