@@ -274,3 +274,35 @@ async fn keys_of_different_types_may_share_a_kid() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_jwks_redirect_from_https_to_http_is_refused() {
+    // Both servers on 127.0.0.1: the same host, so only the scheme tells them apart.
+    let idp = Pki::new();
+    let plain = JwksServer::start(&keys()[..1]).await;
+    let secure = JwksServer::start_tls(&keys()[..1], idp.server_config()).await;
+    let other_secure = JwksServer::start_tls(&keys()[..1], idp.server_config()).await;
+    let pki = Pki::new();
+    let yaml = format!(
+        "listen:\n  address: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\nadmin:\n  address: 127.0.0.1:0\n\
+         providers:\n  - name: test\n    issuer: {ISSUER}\n    jwks_url: {}\n    audiences: [{AUDIENCE}]\n    ca_file: {}\nroutes: []\n",
+        pki.cert_path.display(),
+        pki.key_path.display(),
+        secure.url,
+        idp.ca_path.display(),
+    );
+    let config = Config::parse(&yaml, pki.dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Metrics::new();
+    let store =
+        KeyStore::new(config.providers[0].clone(), metrics.provider("test")).expect("store");
+    secure.set_mode(Mode::RedirectTo(plain.url.clone()));
+    assert!(
+        !store.refresh().await,
+        "keys were taken over plain http after a redirect from https"
+    );
+    assert_eq!(plain.requests(), 0, "the http URL was fetched");
+    // A redirect that stays on https (same host) is still followed.
+    secure.set_mode(Mode::RedirectTo(other_secure.url.clone()));
+    assert!(store.refresh().await, "an https redirect on the same host");
+    assert_eq!(other_secure.requests(), 1);
+}

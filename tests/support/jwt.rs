@@ -172,6 +172,8 @@ pub enum Mode {
     Hang,
     /// 302 to another host.
     RedirectAway,
+    /// 302 to this URL.
+    RedirectTo(String),
 }
 
 struct State {
@@ -282,6 +284,7 @@ where
         Mode::Huge => response(200, "application/json", &format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(2 << 20))),
         Mode::Hang => return std::future::pending::<()>().await,
         Mode::RedirectAway => "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:1/jwks.json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+        Mode::RedirectTo(url) => format!("HTTP/1.1 302 Found\r\nLocation: {url}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     };
     let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;

@@ -7,7 +7,7 @@
 //! - An unknown `kid` triggers at most one fetch per `refetch_cooldown`, shared by every
 //!   request that waits for it (single-flight), so random kids cannot flood the provider.
 //! - A fetch fails on a refusal, a non-2xx status, a timeout, a body over 1 MiB, a redirect
-//!   to another host, JSON that is not a key set, or a set with no usable key. Symmetric
+//!   to another host or from https to http, JSON that is not a key set, or a set with no usable key. Symmetric
 //!   (`oct`) keys and keys for other algorithms are skipped.
 
 use std::collections::HashMap;
@@ -123,6 +123,11 @@ impl KeyStore {
                 attempt.error("too many redirects")
             } else if attempt.url().host_str().map(str::to_owned) != host {
                 attempt.error("redirect to another host")
+            } else if attempt.url().scheme() != "https"
+                && attempt.previous().iter().any(|url| url.scheme() == "https")
+            {
+                // The keys decide who gets in: once fetched over TLS, never over plain http.
+                attempt.error("redirect from https to http")
             } else {
                 attempt.follow()
             }
