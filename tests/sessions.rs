@@ -597,3 +597,51 @@ async fn a_session_admitted_just_before_a_reload_is_checked_against_the_new_file
     within(gate).await.expect("backend");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_is_revoked_by_its_listed_id_or_that_id_in_a_string() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let mut alice = open(&proxy, "/echo", &bearer("alice", "a-1")).await;
+    let mut bob = open(&proxy, "/echo", &bearer("bob", "b-1")).await;
+    let (_, list) = admin(&proxy, "GET", "/admin/sessions", "").await;
+    let id_of = |sub: &str| {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .find(|s| s["sub"] == sub)
+            .map(|s| s["id"].clone())
+            .expect("listed")
+    };
+    // The id exactly as listed.
+    let body = serde_json::json!({ "session": id_of("alice") }).to_string();
+    let (code, answer) = admin(&proxy, "POST", "/admin/revoke", &body).await;
+    assert_eq!(
+        (code, answer["closed"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    assert_eq!(close_code(&mut alice).await, Some(4003));
+    // A string holding it (17 -> "17").
+    let body = serde_json::json!({ "session": id_of("bob").to_string() }).to_string();
+    let (code, answer) = admin(&proxy, "POST", "/admin/revoke", &body).await;
+    assert_eq!(
+        (code, answer["closed"].as_u64()),
+        (200, Some(1)),
+        "{body}: {answer}"
+    );
+    assert_eq!(close_code(&mut bob).await, Some(4003));
+    // Anything else is no session id.
+    for bad in [
+        r#"{"session": "x1"}"#,
+        r#"{"session": -1}"#,
+        r#"{"session": 1.5}"#,
+    ] {
+        assert_eq!(
+            admin(&proxy, "POST", "/admin/revoke", bad).await.0,
+            400,
+            "{bad}"
+        );
+    }
+    proxy.shutdown().await;
+}

@@ -4,7 +4,8 @@
 //! token every one of them is refused.
 //!
 //! - `GET /admin/sessions[?sub=&route=]`: live sessions as JSON.
-//! - `POST /admin/revoke` with `{"session": id}`, `{"sub": s[, "ttl": "1h"]}` or
+//! - `POST /admin/revoke` with `{"session": id}` (the number `/admin/sessions` lists, or a
+//!   string holding it), `{"sub": s[, "ttl": "1h"]}` or
 //!   `{"jti": j}`: closes matching sessions with 4003 and (for sub and jti) refuses new
 //!   handshakes until the revocation expires; answers how many sessions were closed.
 //! - `GET /admin/revocations`, `DELETE /admin/revocations?sub=|jti=`: list and lift.
@@ -189,7 +190,19 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
     };
-    if let Some(id) = body.get("session").and_then(Value::as_u64) {
+    if let Some(session) = body.get("session") {
+        // The id as `/admin/sessions` lists it (a number), or a string holding it.
+        let id = match session {
+            Value::Number(id) => id.as_u64(),
+            Value::String(id) => id.parse::<u64>().ok(),
+            _ => None,
+        };
+        let Some(id) = id else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "session: the id as /admin/sessions lists it (17 or \"17\")",
+            );
+        };
         let closed = shared.registry.kick_id(id, Kick::REVOKED);
         info!(session = id, closed, "session revoked");
         return json_response(StatusCode::OK, &json!({ "closed": closed }));
