@@ -1,5 +1,5 @@
 //! The JWT attack matrix, one test per family. Every attack must be refused with the status
-//! and `WWW-Authenticate` error DESIGN.md names, counted under its
+//! and `WWW-Authenticate` error docs/contract.md names, counted under its
 //! `wsgate_auth_failures_total` reason, and never reach the backend (a raw backend counts
 //! every connection). Each family also sends an honest token, which must reach the backend,
 //! so a proxy that refused everything would fail.

@@ -99,8 +99,8 @@ setup_common() {
     wait_port "$JWKS_PORT" "$STARTED" || die "the JWKS server did not start"
 }
 
-# wsgate's routing file (DESIGN.md section 2). LEVEL: full (JWT, Origin, rate limits raised
-# out of the way), auth (JWT and Origin, default limits) or basic (TLS + relay only).
+# wsgate's routing file (config.example.yaml documents every key). LEVEL: full (JWT, Origin,
+# rate limits raised out of the way), auth (JWT and Origin, default limits) or basic (TLS + relay only).
 wsgate_config() {
     local level=$1
     cat <<EOF

@@ -1,4 +1,4 @@
-//! The admin listener (DESIGN.md section 4). `/metrics`, `/healthz` and `/readyz` are open to
+//! The admin listener (docs/contract.md section 5). `/metrics`, `/healthz` and `/readyz` are open to
 //! whoever can reach it, which is why it binds loopback by default; every `/admin/*` call needs
 //! `Authorization: Bearer <admin.token>` (compared in constant time), and without a configured
 //! token every one of them is refused.

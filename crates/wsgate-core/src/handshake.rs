@@ -1,5 +1,5 @@
 //! The client's side of the opening handshake: RFC 6455 section 4.2.1 checks on the upgrade
-//! request, and the HTTP answers for every refusal (DESIGN.md section 1). Nothing here does
+//! request, and the HTTP answers for every refusal (docs/contract.md section 2). Nothing here does
 //! I/O, so it is cheap and unit-tested.
 
 use bytes::Bytes;

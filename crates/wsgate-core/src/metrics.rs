@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN.md section 5), registered once at start-up. Each route gets a
+//! Prometheus metrics (docs/contract.md section 6), registered once at start-up. Each route gets a
 //! [`RouteMetrics`] of handles resolved once, so relaying a message is an atomic add, never a
 //! label look-up. Labels carry route names, results and codes only: nothing per user.
 

@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md section 3, plus the demo's parts as their own subcommands for
+//! The command line (docs/contract.md section 4, plus the demo's parts as their own subcommands for
 //! the compose stack).
 
 use std::net::SocketAddr;

@@ -17,7 +17,7 @@ use crate::client::Client;
 
 /// A round trip slower than this ends the session (counted as `timeout`).
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The close code the proxy sends when the backend vanished (DESIGN.md section 1).
+/// The close code the proxy sends when the backend vanished (docs/contract.md section 3).
 const BAD_GATEWAY: u16 = 1014;
 const BINARY: u8 = 0x2;
 
