@@ -31,7 +31,7 @@ use crate::auth::token;
 use crate::config::units;
 use crate::exposition;
 use crate::handshake::plain;
-use crate::registry::{DEFAULT_REVOCATION_TTL, Kick};
+use crate::registry::{DEFAULT_REVOCATION_TTL, Kick, Kind};
 use crate::server::Shared;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,6 +143,7 @@ async fn admin_api(
         (Method::GET, "sessions") => {
             let sessions = shared
                 .registry
+                .sessions
                 .list(param("sub").as_deref(), param("route").as_deref());
             json_response(
                 StatusCode::OK,
@@ -154,20 +155,20 @@ async fn admin_api(
             Err(response) => response,
         },
         (Method::GET, "revocations") => {
-            let list = shared.registry.revocations();
+            let list = shared.registry.revocations.list();
             json_response(
                 StatusCode::OK,
                 &Value::Array(list.iter().map(|r| r.to_json()).collect()),
             )
         }
         (Method::DELETE, "revocations") => {
-            let target = param("sub")
-                .map(|v| ("sub", v))
-                .or_else(|| param("jti").map(|v| ("jti", v)));
+            let target = Kind::ALL
+                .into_iter()
+                .find_map(|kind| param(kind.claim()).map(|value| (kind, value)));
             match target {
                 Some((kind, value)) => {
-                    let lifted = shared.registry.lift(kind, &value);
-                    info!(kind, ?value, lifted, "revocation lifted");
+                    let lifted = shared.registry.revocations.lift(kind, &value);
+                    info!(kind = kind.claim(), ?value, lifted, "revocation lifted");
                     json_response(StatusCode::OK, &json!({ "lifted": lifted }))
                 }
                 None => json_error(StatusCode::BAD_REQUEST, "name ?sub= or ?jti="),
@@ -203,13 +204,13 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
                 "session: the id as /admin/sessions lists it (17 or \"17\")",
             );
         };
-        let closed = shared.registry.kick_id(id, Kick::REVOKED);
+        let closed = shared.registry.sessions.kick_id(id, Kick::REVOKED);
         info!(session = id, closed, "session revoked");
         return json_response(StatusCode::OK, &json!({ "closed": closed }));
     }
     let (kind, value) = match (text("sub"), text("jti")) {
-        (Some(sub), None) => ("sub", sub),
-        (None, Some(jti)) => ("jti", jti),
+        (Some(sub), None) => (Kind::Subject, sub),
+        (None, Some(jti)) => (Kind::TokenId, jti),
         _ => {
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -245,19 +246,19 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
         .map(|p| p.leeway)
         .max()
         .unwrap_or_default();
-    let live = shared.registry.latest_expiry(kind, value, leeway);
+    let live = shared.registry.sessions.latest_expiry(kind, value, leeway);
     // Bounded above, so none of these sums can overflow the clock.
     let until = match (ttl, kind) {
         (Some(ttl), _) => now + ttl,
         // A token id lives as long as its token.
-        (None, "jti") => live.unwrap_or(now + DEFAULT_REVOCATION_TTL),
+        (None, Kind::TokenId) => live.unwrap_or(now + DEFAULT_REVOCATION_TTL),
         // A subject may hold other tokens: a day, or longer if a live token lives longer.
         (None, _) => live.map_or(now + DEFAULT_REVOCATION_TTL, |exp| {
             exp.max(now + DEFAULT_REVOCATION_TTL)
         }),
     };
     let closed = shared.registry.revoke(kind, value, until);
-    info!(kind, ?value, closed, "revoked");
+    info!(kind = kind.claim(), ?value, closed, "revoked");
     json_response(StatusCode::OK, &json!({ "closed": closed }))
 }
 

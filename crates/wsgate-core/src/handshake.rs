@@ -34,7 +34,7 @@ pub enum Refusal {
     Auth(crate::auth::Error),
     /// A rate or cap: 429 with `Retry-After` (seconds).
     RateLimited {
-        kind: &'static str,
+        kind: crate::ratelimit::Limit,
         retry_after: u64,
     },
     Overloaded,
@@ -91,7 +91,8 @@ impl Refusal {
             Refusal::NoRoute => "no route matches",
             Refusal::Misdirected => "the Host header does not match the TLS server name",
             Refusal::RateLimited {
-                kind: "subject", ..
+                kind: crate::ratelimit::Limit::Subject,
+                ..
             } => "too many sessions for this subject",
             Refusal::RateLimited { .. } => "too many handshakes from this address",
             Refusal::Origin(why) => why,

@@ -14,6 +14,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::ratelimit::Limit;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: Arc<str>,
@@ -260,13 +262,13 @@ impl Metrics {
             // Connections closed at accept over `listen.max_pending_per_ip` (no route yet).
             self.rate_limited.get_or_create_owned(&KindLabels {
                 route: route.clone(),
-                kind: PENDING,
+                kind: Limit::Pending.label(),
             });
         } else {
-            for kind in RATE_LIMIT_KINDS {
+            for limit in Limit::PER_ROUTE {
                 let labels = KindLabels {
                     route: route.clone(),
-                    kind,
+                    kind: limit.label(),
                 };
                 self.rate_limited.get_or_create_owned(&labels);
             }
@@ -344,13 +346,6 @@ impl Metrics {
     }
 }
 
-/// `rate_limited_total{kind}` values, shown at zero for every route from the start: the
-/// per-IP handshake rate and per-subject cap (`handshake::Refusal::RateLimited`), and the
-/// message and byte rates (`ratelimit::Exceeded::kind`).
-const RATE_LIMIT_KINDS: [&str; 4] = ["handshake", "subject", "message", "bytes"];
-/// `rate_limited_total{route="",kind}` value: connections closed unanswered at accept over
-/// `listen.max_pending_per_ip`.
-const PENDING: &str = "pending";
 /// `backend_errors_total{kind}` values, shown at zero for every route from the start: the
 /// backend refusals (`handshake::Refusal::result`) and a backend's non-101 answer.
 const BACKEND_ERROR_KINDS: [&str; 4] = [
@@ -408,12 +403,12 @@ impl RouteMetrics {
             .inc();
     }
 
-    pub fn rate_limited(&self, kind: &'static str) {
+    pub fn rate_limited(&self, limit: Limit) {
         self.metrics
             .rate_limited
             .get_or_create(&KindLabels {
                 route: self.route.clone(),
-                kind,
+                kind: limit.label(),
             })
             .inc();
     }

@@ -223,11 +223,50 @@ pub enum Exceeded {
 }
 
 impl Exceeded {
-    /// Label for `rate_limited_total{kind}`.
-    pub fn kind(self) -> &'static str {
+    /// The limit that was crossed.
+    pub fn kind(self) -> Limit {
         match self {
-            Exceeded::Messages => "message",
-            Exceeded::Bytes => "bytes",
+            Exceeded::Messages => Limit::Messages,
+            Exceeded::Bytes => Limit::Bytes,
+        }
+    }
+}
+
+/// Every limit that can refuse a handshake or end a session: one `rate_limited_total{kind}`
+/// value each. A new limit kind is a new variant here, and the compiler finds every place it
+/// has to be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The route's per-address handshake rate (429).
+    Handshake,
+    /// The route's per-subject session cap (429).
+    Subject,
+    /// Connections per address not yet upgraded (`listen.max_pending_per_ip`; closed at
+    /// accept, before any route is known).
+    Pending,
+    /// The session's message rate (1008 or a dropped message).
+    Messages,
+    /// The session's byte rate (1008 or a dropped message).
+    Bytes,
+}
+
+impl Limit {
+    /// The limits of a route, shown at zero for every route from the start.
+    pub const PER_ROUTE: [Limit; 4] = [
+        Limit::Handshake,
+        Limit::Subject,
+        Limit::Messages,
+        Limit::Bytes,
+    ];
+
+    /// The `kind` label of `rate_limited_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::Handshake => "handshake",
+            Limit::Subject => "subject",
+            Limit::Pending => "pending",
+            Limit::Messages => "message",
+            Limit::Bytes => "bytes",
         }
     }
 }

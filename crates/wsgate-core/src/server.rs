@@ -37,7 +37,7 @@ use crate::backend::{self, Answer, Outgoing};
 use crate::config::{Config, OnExpiry};
 use crate::handshake::{self, Refusal};
 use crate::metrics::Metrics;
-use crate::ratelimit::{MessageLimits, PreUpgrade, PreUpgradeSlot, SubjectSlot};
+use crate::ratelimit::{Limit, MessageLimits, PreUpgrade, PreUpgradeSlot, SubjectSlot};
 use crate::registry::Registry;
 use crate::router::backend_target;
 use crate::state::State;
@@ -295,7 +295,7 @@ fn admit(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             match shared.pre_upgrade.acquire(key, listen.max_pending_per_ip) {
                 Some(slot) => Some(slot),
                 None => {
-                    state.unrouted.rate_limited("pending");
+                    state.unrouted.rate_limited(Limit::Pending);
                     return debug!(%peer, "over listen.max_pending_per_ip; closed unanswered");
                 }
             }
@@ -616,7 +616,7 @@ async fn admit_and_open(
         .per_ip
         .check(peer::key(client, state.config.listen.ipv6_prefix))
         .map_err(|wait| Refusal::RateLimited {
-            kind: "handshake",
+            kind: Limit::Handshake,
             retry_after: wait.as_secs_f64().ceil() as u64,
         })?;
     origin::check(&route.origins, headers).map_err(Refusal::Origin)?;
@@ -638,7 +638,7 @@ async fn admit_and_open(
     // Tokens without `sub` are not capped per subject (there is nothing to count them by).
     let subject = match &principal.sub {
         Some(sub) => Some(entry.subjects.acquire(sub).ok_or(Refusal::RateLimited {
-            kind: "subject",
+            kind: Limit::Subject,
             retry_after: 1,
         })?),
         None => None,

@@ -237,7 +237,7 @@ impl Shared {
             }
         }
         let (mut removed, mut revoked) = (0, 0);
-        for session in self.registry.list(None, None) {
+        for session in self.registry.sessions.list(None, None) {
             match new.verdict(&old, &session) {
                 Some(Kick::GOING_AWAY) => removed += 1,
                 Some(_) => revoked += 1,

@@ -1,0 +1,173 @@
+//! The table of live sessions: one entry per relaying session, listed by the admin API,
+//! checked by reloads, and closed from outside the relay by a [`Kick`].
+//!
+//! A session registers once after its 101 and unregisters when its [`Registration`] drops;
+//! both take a short lock, per connection, never per message. Each session holds the
+//! receiving end of a `watch` channel: whoever closes it sends a [`Kick`], which the relay's
+//! session sees the next time it is polled.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::revocations::Kind;
+use super::{Registry, lock, unix};
+use crate::auth::Principal;
+
+/// Why the proxy ends a session from outside the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Kick {
+    pub const REVOKED: Kick = Kick {
+        code: 4003,
+        reason: "revoked",
+    };
+    pub const GOING_AWAY: Kick = Kick {
+        code: 1001,
+        reason: "going away",
+    };
+}
+
+/// What the registry knows of a live session.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub route: String,
+    pub principal: Arc<Principal>,
+    pub peer: SocketAddr,
+    /// The `Origin` the session was admitted with, to re-check it after a reload.
+    pub origin: Option<String>,
+    pub since: SystemTime,
+    kick: watch::Sender<Option<Kick>>,
+}
+
+impl Session {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "route": self.route,
+            "sub": self.principal.sub,
+            "jti": self.principal.jti,
+            "peer": self.peer.to_string(),
+            "since": unix(self.since),
+            "expires": self.principal.exp,
+        })
+    }
+
+    pub(crate) fn kick(&self, kick: Kick) {
+        self.kick.send_replace(Some(kick));
+    }
+
+    /// True when the session's token carries `value` as its `kind` claim.
+    fn carries(&self, kind: Kind, value: &str) -> bool {
+        kind.of(&self.principal) == Some(value)
+    }
+}
+
+/// A registered session; dropping it unregisters.
+pub struct Registration {
+    pub(super) registry: Arc<Registry>,
+    pub session: Arc<Session>,
+    pub kicked: watch::Receiver<Option<Kick>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.sessions.remove(self.session.id);
+    }
+}
+
+/// Live sessions by id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    next_id: AtomicU64,
+    table: Mutex<HashMap<u64, Arc<Session>>>,
+}
+
+impl Sessions {
+    /// Adds a session with a fresh id; returns it and the receiving end of its kicks.
+    pub(super) fn insert(
+        &self,
+        route: &str,
+        principal: Arc<Principal>,
+        peer: SocketAddr,
+        origin: Option<String>,
+    ) -> (Arc<Session>, watch::Receiver<Option<Kick>>) {
+        let (kick, kicked) = watch::channel(None);
+        let session = Arc::new(Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            route: route.to_owned(),
+            principal,
+            peer,
+            origin,
+            since: SystemTime::now(),
+            kick,
+        });
+        lock(&self.table).insert(session.id, session.clone());
+        (session, kicked)
+    }
+
+    fn remove(&self, id: u64) {
+        lock(&self.table).remove(&id);
+    }
+
+    /// Live sessions, optionally only those of `sub` and/or on `route`, oldest first.
+    pub fn list(&self, sub: Option<&str>, route: Option<&str>) -> Vec<Arc<Session>> {
+        let mut sessions: Vec<Arc<Session>> = lock(&self.table)
+            .values()
+            .filter(|s| sub.is_none_or(|sub| s.principal.sub.as_deref() == Some(sub)))
+            .filter(|s| route.is_none_or(|route| s.route == route))
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| s.id);
+        sessions
+    }
+
+    /// Closes the session `id` with `kick`; returns how many (0 or 1).
+    pub fn kick_id(&self, id: u64, kick: Kick) -> usize {
+        let session = lock(&self.table).get(&id).cloned();
+        session.map_or(0, |session| {
+            session.kick(kick);
+            1
+        })
+    }
+
+    /// Closes every session whose token carries `kind` `value` with `kick`; returns how many.
+    pub fn kick_carrying(&self, kind: Kind, value: &str, kick: Kick) -> usize {
+        let chosen: Vec<Arc<Session>> = lock(&self.table)
+            .values()
+            .filter(|s| s.carries(kind, value))
+            .cloned()
+            .collect();
+        for session in &chosen {
+            session.kick(kick);
+        }
+        chosen.len()
+    }
+
+    /// The latest `exp` plus `leeway` among live sessions carrying `kind` `value`: until then
+    /// their tokens are accepted.
+    pub fn latest_expiry(&self, kind: Kind, value: &str, leeway: Duration) -> Option<SystemTime> {
+        lock(&self.table)
+            .values()
+            .filter(|s| s.carries(kind, value))
+            .map(|s| SystemTime::now() + s.principal.remaining(leeway))
+            .max()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
