@@ -164,7 +164,8 @@ fn invalid_utf8_right_after_a_message_closes_with_1007() {
         session.send_raw(&masked_frame(0x81, &[0xff, 0xfe])).await;
         assert_eq!(session.close_code().await, 1007);
         // The invalid bytes never reach the backend; the frame's header had gone out, so no close
-        // frame can follow it: the backend's connection ends (1006), as without busy polling.
+        // frame can follow it: the backend's connection ends at once (1006), as without busy
+        // polling.
         assert_eq!(backend.next_close().await, Some(1006));
         proxy.shutdown().await;
     });

@@ -275,3 +275,118 @@ async fn close_codes_outside_the_known_set_share_one_label() {
     }
     proxy.shutdown().await;
 }
+
+/// The header of a masked client frame of `len` (126..64 KiB) payload bytes, and its mask.
+fn masked_header(first: u8, len: u16) -> (Vec<u8>, [u8; 4]) {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut header = vec![first, 0x80 | 126];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&mask);
+    (header, mask)
+}
+
+#[tokio::test]
+async fn invalid_utf8_mid_frame_closes_at_once_and_frees_the_session() {
+    let mut backend = EchoBackend::start(&[]).await;
+    // Long timers, so only an immediate close passes; one session per subject, so the freed
+    // slot shows.
+    let routes = route("echo", "/echo", &backend.url())
+        + "    limits:\n      max_connections_per_subject: 1\n    timeouts:\n      idle: 30s\n      ping_interval: 30s\n      pong_timeout: 30s\n";
+    let proxy = TestProxy::start_with("", &routes).await;
+    let (head, mut session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    // A text frame announced at 200 bytes: its header and 20 valid bytes go to the backend,
+    // then a byte that is never UTF-8.
+    let (mut bytes, mask) = masked_header(0x81, 200);
+    let payload: Vec<u8> = [b'a'; 20].iter().chain(&[0xff]).copied().collect();
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    session.send_raw(&bytes).await;
+    // Well under the 5 s the proxy grants a closing handshake.
+    let bound = std::time::Duration::from_secs(2);
+    let code = tokio::time::timeout(bound, session.close_code())
+        .await
+        .expect("the client's close at once");
+    assert_eq!(code, 1007);
+    // The backend's stream is mid-frame: its connection is ended, not left waiting.
+    let ended = tokio::time::timeout(bound, backend.next_close())
+        .await
+        .expect("the backend's connection ended at once");
+    assert_eq!(ended, Some(1006));
+    // The session is gone, and with it the subject's one slot.
+    tokio::time::timeout(
+        bound,
+        wait_for_sample(&proxy, r#"wsgate_connections_active{route="echo"}"#, 0.0),
+    )
+    .await
+    .expect("the session freed at once");
+    let (head, _again) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_ending_mid_frame_ends_the_client_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    // A backend that accepts the upgrade, starts a 200-byte binary frame and ends its stream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+    let backend = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "request head");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let key = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("a key");
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        tcp.write_all(answer.as_bytes()).await.expect("101");
+        tcp.write_all(&[0x82, 126, 0, 200]).await.expect("header");
+        tcp.write_all(&[7u8; 10]).await.expect("payload");
+        tcp.shutdown().await.expect("FIN");
+        // Holds its end open, reading, until the proxy lets go.
+        while let Ok(n) = tcp.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let routes = route("echo", "/echo", &url)
+        + "    timeouts:\n      idle: 30s\n      ping_interval: 30s\n      pong_timeout: 30s\n";
+    let proxy = TestProxy::start_with("", &routes).await;
+    let (head, mut session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    // The client's stream is mid-frame: no close frame can reach it, so its connection ends,
+    // at once rather than after the 5 s closing handshake.
+    let bound = std::time::Duration::from_secs(2);
+    let mut received = Vec::new();
+    tokio::time::timeout(bound, session.read_to_end(&mut received))
+        .await
+        .expect("the client's connection ended at once");
+    assert_eq!(received[..4], [0x82, 126, 0, 200]);
+    assert!(received.len() < 4 + 200, "{received:?}");
+    within(backend).await.expect("backend task");
+    wait_for_sample(&proxy, r#"wsgate_connections_active{route="echo"}"#, 0.0).await;
+    proxy.shutdown().await;
+}

@@ -847,6 +847,19 @@ impl RawSession {
         (opcode, payload)
     }
 
+    /// Reads what the proxy sends until its connection ends (EOF or an error): the bytes
+    /// not yet taken as frames, then the rest.
+    pub async fn read_to_end(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.buf);
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = self.tls.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            into.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Reads frames until a close frame and returns its code.
     pub async fn close_code(&mut self) -> u16 {
         loop {

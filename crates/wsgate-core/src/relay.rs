@@ -22,6 +22,9 @@
 //!   thread sleeps ([`crate::busy`]). A busy proxy never spins.
 //! - A backend that vanishes gives the client 1014; a client that vanishes gives the backend
 //!   1001; a token that expires gives the client 4001.
+//! - A peer whose stream was left mid-frame (a frame found invalid after its header went out,
+//!   or its source gone mid-frame) can be sent no close frame, so none is awaited from it:
+//!   the other peer gets its close at once and the session ends, ending both connections.
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -271,6 +274,14 @@ where
         K: Future<Output = Kick>,
     {
         loop {
+            // A peer whose stream broke mid-frame, or vanished, can be sent no close frame:
+            // none will come back from it, so its source is read only as far as a frame
+            // boundary (for the other peer's close) and then dropped.
+            if self.up.dst_dead && !self.up.dst_closed && self.down.abandon()
+                || self.down.dst_dead && !self.down.dst_closed && self.up.abandon()
+            {
+                continue;
+            }
             if self.first.is_none() {
                 if shutdown.as_mut().poll(cx).is_ready() {
                     self.proxy_close(First::Shutdown);
@@ -608,6 +619,8 @@ struct Pump {
     active: bool,
     /// A pong arrived since the session last looked.
     pong: bool,
+    /// The source will not be sent a close frame: it is read no further than a frame boundary.
+    abandoned: bool,
     /// The message in progress is being dropped (`on_limit: drop`).
     dropping: bool,
     dropped: u64,
@@ -645,6 +658,7 @@ impl Pump {
             blocked_since: None,
             active: false,
             pong: false,
+            abandoned: false,
             dropping: false,
             dropped: 0,
             traffic: Traffic::default(),
@@ -673,6 +687,21 @@ impl Pump {
         if matches!(self.mode, Mode::Forward | Mode::ToBoundary) {
             self.mode = Mode::Discard;
         }
+    }
+
+    /// Stops reading the source once the frame in progress is written: whatever it would
+    /// send next (its close frame included) has nowhere to go. True when anything changed.
+    fn abandon(&mut self) -> bool {
+        if self.abandoned {
+            return false;
+        }
+        self.abandoned = true;
+        match self.mode {
+            Mode::Forward | Mode::ToBoundary if self.mid_frame => self.mode = Mode::ToBoundary,
+            Mode::Done => {}
+            _ => self.mode = Mode::Done,
+        }
+        true
     }
 
     fn until_boundary(&mut self) {
@@ -760,6 +789,9 @@ impl Pump {
                     Poll::Ready(_) => return self.sink_failed(),
                 }
             }
+            if self.abandoned && self.mode == Mode::ToBoundary && !self.mid_frame {
+                self.mode = Mode::Done;
+            }
             if self.mode == Mode::Done {
                 return self.idle(cx, dst);
             }
@@ -823,7 +855,14 @@ impl Pump {
     ) -> Result<bool, Stop> {
         while self.skip == 0 && self.head < self.tail && !self.fill && self.mode != Mode::Done {
             if self.mode == Mode::ToBoundary && !self.mid_frame {
-                self.mode = Mode::Discard;
+                self.mode = if self.abandoned {
+                    Mode::Done
+                } else {
+                    Mode::Discard
+                };
+                if self.mode == Mode::Done {
+                    break;
+                }
             }
             let discard = self.mode == Mode::Discard;
             let input = &self.buf.bytes()[self.head..self.tail];
