@@ -219,6 +219,40 @@ async fn the_message_rate_closes_with_1008_past_the_burst() {
 }
 
 #[tokio::test]
+async fn pings_count_against_the_message_rate() {
+    let mut backend = EchoBackend::start(&[]).await;
+    let limits = "      message_rate: 1/m\n      message_burst: 3\n";
+    let proxy = TestProxy::start_with("", &limited_route(&backend.url(), limits, "")).await;
+    let (head, mut session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    let mut pings = Vec::new();
+    for _ in 0..50 {
+        pings.extend(masked_frame(0x89, b"ping"));
+    }
+    session.send_raw(&pings).await;
+    // The backend's pongs to the pings within the burst, then the proxy's close.
+    let code = tokio::time::timeout(std::time::Duration::from_secs(3), session.close_code())
+        .await
+        .expect("closed for the rate");
+    assert_eq!(code, 1008);
+    assert_eq!(backend.next_close().await, Some(1001));
+    let seen = backend.pings.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(seen <= 3, "the backend got {seen} pings");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"wsgate_rate_limited_total{route="echo",kind="message"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn on_limit_drop_discards_messages_and_keeps_the_session() {
     let backend = EchoBackend::start(&[]).await;
     let limits = "      message_rate: 1/m\n      message_burst: 3\n      on_limit: drop\n";

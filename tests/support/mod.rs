@@ -9,6 +9,7 @@ pub use jwt::*;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +135,8 @@ pub struct EchoBackend {
     /// The close code of every close frame the backend received (None for a close without
     /// code, 1006 for a connection that ended without one).
     pub closes: mpsc::UnboundedReceiver<Option<u16>>,
+    /// Pings the backend received (it answers each).
+    pub pings: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -152,6 +155,8 @@ impl EchoBackend {
         let addr = listener.local_addr().expect("addr");
         let requests: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
         let (closes_tx, closes) = mpsc::unbounded_channel();
+        let pings: Arc<AtomicUsize> = Arc::default();
+        let pinged = pings.clone();
         let supported: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
         let seen = requests.clone();
         let task = tokio::spawn(async move {
@@ -159,8 +164,12 @@ impl EchoBackend {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (seen, supported, closes_tx) =
-                    (seen.clone(), supported.clone(), closes_tx.clone());
+                let (seen, supported, closes_tx, pinged) = (
+                    seen.clone(),
+                    supported.clone(),
+                    closes_tx.clone(),
+                    pinged.clone(),
+                );
                 tokio::spawn(async move {
                     #[allow(clippy::result_large_err)] // tungstenite's callback signature
                     let callback = |request: &Request, mut response: Response| {
@@ -196,7 +205,7 @@ impl EchoBackend {
                     let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
                         return;
                     };
-                    echo(ws, closes_tx).await;
+                    echo(ws, closes_tx, pinged).await;
                 });
             }
         });
@@ -204,6 +213,7 @@ impl EchoBackend {
             addr,
             requests,
             closes,
+            pings,
             task,
         }
     }
@@ -225,7 +235,11 @@ impl EchoBackend {
 }
 
 #[allow(clippy::collapsible_match)] // the message moves into `send`, so no guard can test it
-async fn echo(mut ws: WebSocketStream<TcpStream>, closes: mpsc::UnboundedSender<Option<u16>>) {
+async fn echo(
+    mut ws: WebSocketStream<TcpStream>,
+    closes: mpsc::UnboundedSender<Option<u16>>,
+    pings: Arc<AtomicUsize>,
+) {
     loop {
         let message = match ws.next().await {
             Some(Ok(message)) => message,
@@ -280,6 +294,9 @@ async fn echo(mut ws: WebSocketStream<TcpStream>, closes: mpsc::UnboundedSender<
                 if ws.send(message).await.is_err() {
                     return;
                 }
+            }
+            Message::Ping(_) => {
+                pings.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }

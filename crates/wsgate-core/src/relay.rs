@@ -11,6 +11,8 @@
 //! - Client messages are metered (`message_rate`, `byte_rate`): over the limit the session is
 //!   closed with 1008 or the message dropped, as `on_limit` says (a message is judged by its
 //!   first frame; a later fragment over the byte budget closes, as it cannot be withdrawn).
+//!   A client ping or pong is metered as a message of its own (except the pong to the proxy's
+//!   keepalive ping); close frames are not.
 //! - No data frame either way for `idle` closes both sides with 1001 `idle timeout`.
 //! - Each direction reads into a small buffer inside the task and moves to a 16 KiB one only
 //!   while data streams, so an idle session holds no buffer of its own. What one read brings
@@ -957,11 +959,33 @@ impl Pump {
                             }
                             true
                         }
-                        Opcode::Pong => {
+                        Opcode::Pong if self.to_backend && payload.payload() == KEEPALIVE => {
+                            // The answer to the proxy's own ping: asked for, so not metered.
                             self.pong = true;
-                            discard || (self.to_backend && payload.payload() == KEEPALIVE)
+                            true
                         }
-                        _ => discard,
+                        _ if discard => {
+                            self.pong |= header.opcode == Opcode::Pong;
+                            true
+                        }
+                        // Pings and pongs cost the backend as much as small messages do:
+                        // they take from the same budgets.
+                        _ => {
+                            self.pong |= header.opcode == Opcode::Pong;
+                            match limits.map(|limits| (limits, limits.admit(header.len))) {
+                                Some((limits, Err(exceeded))) => {
+                                    metrics.rate_limited(exceeded.kind());
+                                    if limits.on_limit == OnLimit::Close {
+                                        self.drop_bytes(len);
+                                        self.mode = Mode::Discard;
+                                        return Err(Stop::Limited);
+                                    }
+                                    self.dropped += 1;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        }
                     };
                     if swallow {
                         self.drop_bytes(len);
