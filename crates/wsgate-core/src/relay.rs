@@ -606,6 +606,8 @@ struct Pump {
     /// The destination holds part of a frame: nothing of the proxy's own may be written.
     mid_frame: bool,
     own: Option<Own>,
+    /// The proxy's close, waiting for `own` (partly written) to be finished.
+    own_next: Option<Own>,
     unflushed: bool,
     /// A forwarded close frame is among the bytes not yet written.
     close_queued: bool,
@@ -652,6 +654,7 @@ impl Pump {
             to_backend,
             mid_frame: false,
             own: None,
+            own_next: None,
             unflushed: false,
             close_queued: false,
             dst_closed: false,
@@ -677,11 +680,17 @@ impl Pump {
 
     /// [`Pump::own_close`] with the payload as it goes out (empty: a close without a code).
     fn own_close_payload(&mut self, payload: &[u8]) {
-        if self.dst_closed || self.close_queued || self.own.as_ref().is_some_and(|own| own.close) {
+        let closing = |own: &Option<Own>| own.as_ref().is_some_and(|own| own.close);
+        if self.dst_closed || self.close_queued || closing(&self.own) || closing(&self.own_next) {
             return;
         }
         let mask = self.to_backend.then(mask_key);
-        self.own = Some(Own::new(Opcode::Close, payload, mask, true));
+        let close = Own::new(Opcode::Close, payload, mask, true);
+        match &self.own {
+            // A frame partly written must be finished first, or the peer reads garbage.
+            Some(own) if own.written > 0 => self.own_next = Some(close),
+            _ => self.own = Some(close),
+        }
     }
 
     /// Reads on only to find the source's close frame (unless finished with already).
@@ -742,6 +751,7 @@ impl Pump {
             if self.dst_dead {
                 self.out = self.head;
                 self.own = None;
+                self.own_next = None;
                 self.unflushed = false;
             }
             // 1. Go through what was read; what is forwarded accumulates for one write.
@@ -782,7 +792,7 @@ impl Pump {
                         own.written += n;
                         if own.written == own.len {
                             self.dst_closed |= own.close;
-                            self.own = None;
+                            self.own = self.own_next.take();
                         }
                         self.wrote();
                         continue;
@@ -1044,4 +1054,120 @@ fn mask_key() -> [u8; 4] {
     let seed = std::collections::hash_map::RandomState::new()
         .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
     (seed as u32).to_ne_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use tokio::io::AsyncRead;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A client that has sent nothing.
+    struct Silent;
+
+    impl AsyncRead for Silent {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Silent {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ReadNow for Silent {
+        fn read_now(&mut self, _: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+            None
+        }
+    }
+
+    /// A destination that takes `room` more bytes, then would block.
+    #[derive(Default)]
+    struct Trickle {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bytes: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = bytes.len().min(self.room);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.room -= n;
+            self.written.extend_from_slice(&bytes[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn down_pump() -> Pump {
+        let rules = Rules {
+            masked: false,
+            max_message: 1024,
+            utf8: false,
+        };
+        Pump::new(rules, &[], false)
+    }
+
+    #[test]
+    fn a_close_waits_for_a_partly_written_ping() {
+        let metrics = Arc::new(Metrics::new()).route("test");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut pump = down_pump();
+        let mut client = Trickle {
+            room: 3,
+            ..Trickle::default()
+        };
+        pump.own = Some(Own::new(Opcode::Ping, KEEPALIVE, None, false));
+        assert!(
+            pump.poll(&mut cx, &mut Silent, &mut client, None, &metrics, false)
+                .is_pending()
+        );
+        assert_eq!(client.written.len(), 3, "a short write, mid-ping");
+        // A kick lands now.
+        pump.own_close(4003, "revoked");
+        client.room = usize::MAX;
+        assert!(
+            pump.poll(&mut cx, &mut Silent, &mut client, None, &metrics, false)
+                .is_pending()
+        );
+        let mut ping = [0; MAX_CONTROL_FRAME];
+        let ping_len = frame::encode_control(Opcode::Ping, KEEPALIVE, None, &mut ping);
+        let mut close = [0; MAX_CONTROL_FRAME];
+        let (payload, len) = frame::close_payload(4003, "revoked");
+        let close_len = frame::encode_control(Opcode::Close, &payload[..len], None, &mut close);
+        let expected = [&ping[..ping_len], &close[..close_len]].concat();
+        assert_eq!(client.written, expected, "the whole ping, then the close");
+        assert!(pump.dst_closed);
+    }
 }
