@@ -407,6 +407,121 @@ async fn a_client_that_never_answers_pings_is_closed_and_one_that_does_stays() {
     proxy.shutdown().await;
 }
 
+/// Reads one unmasked frame from `stream`, `buf` holding what was read past the last one.
+async fn frame_from<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if buf.len() >= 2 {
+            let (len, header) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 if buf.len() >= 10 => {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(&buf[2..10]);
+                    (u64::from_be_bytes(bytes) as usize, 10)
+                }
+                126 | 127 => (usize::MAX, 0),
+                len => (usize::from(len), 2),
+            };
+            if len != usize::MAX && buf.len() >= header + len {
+                let opcode = buf[0] & 0x0f;
+                let payload = buf[header..header + len].to_vec();
+                buf.drain(..header + len);
+                return (opcode, payload);
+            }
+        }
+        let mut chunk = [0u8; 65536];
+        let n = within(stream.read(&mut chunk)).await.expect("read");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_live_client_behind_a_backend_that_stops_reading_is_not_closed_for_idle() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    // A backend that takes the upgrade, then reads nothing until told to, then echoes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+    let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(async move {
+        let tcp = accept_upgrade(&listener).await;
+        let _ = resumed.await;
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Server, None).await;
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_binary() && ws.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let limits = "      message_rate: 100000/s\n      message_burst: 100000\n";
+    let timeouts = "      idle: 1s\n      ping_interval: 200ms\n      pong_timeout: 200ms\n";
+    let proxy = TestProxy::start_with("", &limited_route(&url, limits, timeouts)).await;
+    let (head, session) = proxy
+        .raw_session(&upgrade_request("/echo", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    let (tls, mut buf) = session.into_parts();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    // A live client: it sends all it can and answers every ping, between its messages.
+    let (pongs, mut to_answer) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let data = masked_frame(0x82, &[0x5a; 32 * 1024]);
+    let sender = tokio::spawn(async move {
+        loop {
+            while let Ok(payload) = to_answer.try_recv() {
+                if writer
+                    .write_all(&masked_frame(0x8a, &payload))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if writer.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+    });
+    // The backend takes nothing, so the client's pongs sit behind its data: still, over
+    // several ping intervals and past `idle`, the proxy keeps pinging and closes nothing.
+    let mut pings = 0;
+    while pings < 8 {
+        match frame_from(&mut reader, &mut buf).await {
+            (0x9, payload) => {
+                pings += 1;
+                let _ = pongs.send(payload);
+            }
+            (0x8, payload) => panic!("closed after {pings} pings: {payload:?}"),
+            (opcode, _) => panic!("unexpected frame {opcode:#x} while the backend reads nothing"),
+        }
+    }
+    // The backend reads again: the client's data flows through and back.
+    let _ = resume.send(());
+    loop {
+        match frame_from(&mut reader, &mut buf).await {
+            (0x9, payload) => {
+                let _ = pongs.send(payload);
+            }
+            (0x2, payload) => {
+                assert_eq!(payload.len(), 32 * 1024);
+                break;
+            }
+            (opcode, payload) => panic!("unexpected frame {opcode:#x}: {payload:?}"),
+        }
+    }
+    sender.abort();
+    let _ = sender.await;
+    drop(reader);
+    backend.abort();
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_the_proxy_buffers_little() {
     let mut backend = EchoBackend::start(&[]).await;

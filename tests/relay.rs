@@ -331,35 +331,14 @@ async fn invalid_utf8_mid_frame_closes_at_once_and_frees_the_session() {
 #[tokio::test]
 async fn a_backend_ending_mid_frame_ends_the_client_at_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     // A backend that accepts the upgrade, starts a 200-byte binary frame and ends its stream.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("ws://{}/", listener.local_addr().expect("addr"));
     let backend = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
+        let mut tcp = accept_upgrade(&listener).await;
         let mut chunk = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = tcp.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "request head");
-            head.extend_from_slice(&chunk[..n]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let key = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("a key");
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            derive_accept_key(key.as_bytes())
-        );
-        tcp.write_all(answer.as_bytes()).await.expect("101");
         tcp.write_all(&[0x82, 126, 0, 200]).await.expect("header");
         tcp.write_all(&[7u8; 10]).await.expect("payload");
         tcp.shutdown().await.expect("FIN");

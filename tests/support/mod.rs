@@ -303,6 +303,34 @@ async fn echo(
     }
 }
 
+/// Accepts one connection on `listener` and answers its WebSocket upgrade by hand, leaving
+/// the stream to the caller at the first frame (a backend that misbehaves as the test says).
+pub async fn accept_upgrade(listener: &TcpListener) -> TcpStream {
+    let (mut tcp, _) = within(listener.accept()).await.expect("accept");
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = within(tcp.read(&mut chunk)).await.expect("read");
+        assert!(n > 0, "closed before the request head");
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let key = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a Sec-WebSocket-Key");
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
+    );
+    tcp.write_all(answer.as_bytes()).await.expect("101");
+    tcp
+}
+
 /// A backend that answers every connection with the same raw bytes, counting connections
 /// and recording what it was sent.
 pub struct RawBackend {
@@ -816,6 +844,11 @@ pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 impl RawSession {
+    /// The TLS stream, and what was read past the response head and not yet taken as frames.
+    pub fn into_parts(self) -> (TlsStream<TcpStream>, Vec<u8>) {
+        (self.tls, self.buf)
+    }
+
     /// Sends bytes as they are (hand-made frames).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.tls.write_all(bytes).await.expect("write");

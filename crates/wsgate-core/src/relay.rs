@@ -7,7 +7,9 @@
 //!   forwarded. Control frames pass end to end, so the backend answers the client's pings and
 //!   the close handshake is the peers' own.
 //! - The proxy pings the client every `ping_interval` (payload `wsgate`, whose pong it keeps);
-//!   no pong within `pong_timeout` ends the session (1001).
+//!   no pong within `pong_timeout` ends the session (1001). While the backend takes nothing
+//!   from the client, the client's pong may wait behind its data: the pong deadline and
+//!   `idle` are paused then (the pings go on), and start again when the backend reads.
 //! - Client messages are metered (`message_rate`, `byte_rate`): over the limit the session is
 //!   closed with 1008 or the message dropped, as `on_limit` says (a message is judged by its
 //!   first frame; a later fragment over the byte budget closes, as it cannot be withdrawn).
@@ -321,6 +323,15 @@ where
             if std::mem::take(&mut self.up.pong) {
                 self.awaiting_pong = None;
             }
+            if std::mem::take(&mut self.up.unblocked) {
+                // The client's pong may have waited behind its data: its deadline, paused
+                // while the backend took nothing, starts again.
+                let now = Instant::now();
+                self.last_activity = now;
+                if self.awaiting_pong.is_some() {
+                    self.awaiting_pong = Some(now);
+                }
+            }
             self.report();
             if self.first.is_some() && self.up.settled() && self.down.settled() {
                 return Poll::Ready(());
@@ -371,7 +382,9 @@ where
         if let Some(expires) = self.policy.expires {
             next = next.min(expires);
         }
-        if let Some(sent) = self.awaiting_pong {
+        if let Some(sent) = self.awaiting_pong
+            && self.up.blocked_since.is_none()
+        {
             next = next.min(sent + timeouts.pong_timeout);
         }
         if let Some(since) = self.down.blocked_since {
@@ -395,12 +408,17 @@ where
         {
             // The client accepts nothing: it cannot take a close frame either.
             self.client_gone(First::Stalled);
-        } else if self
-            .awaiting_pong
-            .is_some_and(|sent| now >= sent + timeouts.pong_timeout)
+        } else if self.up.blocked_since.is_none()
+            && self
+                .awaiting_pong
+                .is_some_and(|sent| now >= sent + timeouts.pong_timeout)
         {
             self.proxy_close(First::PongTimeout);
         } else if now >= self.idle_check {
+            if self.up.blocked_since.is_some() {
+                // The client has data the backend does not take yet: not idle.
+                self.last_activity = now;
+            }
             let due = self.last_activity + timeouts.idle;
             if now >= due {
                 self.proxy_close(First::Idle);
@@ -410,7 +428,10 @@ where
         }
         if self.first.is_none() && now >= self.next_ping {
             self.next_ping = now + timeouts.ping_interval;
-            if self.awaiting_pong.is_none() && self.down.own.is_none() {
+            // While the backend takes nothing from the client, the client's pong cannot be
+            // read: the proxy pings on, each ping restarting the wait.
+            let blocked = self.up.blocked_since.is_some();
+            if (self.awaiting_pong.is_none() || blocked) && self.down.own.is_none() {
                 self.down.own = Some(Own::new(Opcode::Ping, KEEPALIVE, None, false));
                 self.awaiting_pong = Some(now);
             }
@@ -619,6 +640,8 @@ struct Pump {
     src_done: bool,
     /// Since when a write to the destination has been waiting.
     blocked_since: Option<Instant>,
+    /// A write went through after waiting, since the session last looked.
+    unblocked: bool,
     /// A data frame moved since the session last looked.
     active: bool,
     /// A pong arrived since the session last looked.
@@ -661,6 +684,7 @@ impl Pump {
             dst_dead: false,
             src_done: false,
             blocked_since: None,
+            unblocked: false,
             active: false,
             pong: false,
             abandoned: false,
@@ -1021,7 +1045,7 @@ impl Pump {
 
     fn wrote(&mut self) {
         self.unflushed = true;
-        self.blocked_since = None;
+        self.unblocked |= self.blocked_since.take().is_some();
     }
 
     fn blocked(&mut self) -> Poll<Stop> {
