@@ -229,6 +229,27 @@ async fn a_broken_reload_keeps_the_running_configuration() {
 }
 
 #[tokio::test]
+async fn a_live_session_does_not_keep_the_configuration_it_arrived_under() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&route("echo", "/echo", &backend.url())).await;
+    let mut session = open(&proxy, "/echo", &bearer("alice", "a-1")).await;
+    session.send(Message::text("before")).await.expect("send");
+    assert_eq!(next(&mut session).await, Message::text("before"));
+    let arrived_under = proxy.reloader.generation();
+    assert!(arrived_under.is_alive());
+    // A reload that leaves the route as it was: the session stays, its generation goes.
+    proxy.reloader.reload().expect("reload");
+    assert!(
+        !arrived_under.is_alive(),
+        "the replaced configuration is still held"
+    );
+    session.send(Message::text("after")).await.expect("send");
+    assert_eq!(next(&mut session).await, Message::text("after"));
+    drop(session);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_reload_closes_exactly_the_sessions_it_concerns() {
     let backend = EchoBackend::start(&[]).await;
     let routes = format!(

@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use wsgate_core::metrics::Metrics;
+use wsgate_core::server::Reloader;
 use wsgate_core::{Config, Server};
 
 /// Upper bound for any single wait in a test: reached only when something is broken.
@@ -415,6 +416,8 @@ pub struct TestProxy {
     pub config_path: PathBuf,
     /// What `/metrics` exposes, read when the proxy is dropped (no socket needed).
     metrics: Arc<Metrics>,
+    /// Reloads the configuration file in place, and sees which configuration is alive.
+    pub reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -508,6 +511,7 @@ impl TestProxy {
             .with_source(config_path.clone());
         let server = if watch { server.watching() } else { server };
         let (addr, admin, metrics) = (server.local_addr(), server.admin_addr(), server.metrics());
+        let reloader = server.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -522,6 +526,7 @@ impl TestProxy {
             jwks,
             token,
             metrics,
+            reloader,
             stop: Some(stop),
             task: Some(task),
         };

@@ -113,6 +113,24 @@ impl Reloader {
     pub fn reload(&self) -> Result<(), Vec<String>> {
         self.0.reload().map(drop)
     }
+
+    /// The configuration generation in force now, without keeping it alive (for tests that
+    /// check what a reload lets go of).
+    #[doc(hidden)]
+    pub fn generation(&self) -> Generation {
+        Generation(Arc::downgrade(&self.0.state()))
+    }
+}
+
+/// A configuration generation, observed without being held: see [`Reloader::generation`].
+#[doc(hidden)]
+pub struct Generation(std::sync::Weak<State>);
+
+impl Generation {
+    /// Something (a connection, a session) still holds this generation.
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 /// The proxy, bound and ready to run.
@@ -364,7 +382,7 @@ async fn connection(
     admission: Admission,
     pre_upgrade: Option<PreUpgradeSlot>,
 ) {
-    // The configuration in force when the connection arrived serves it to the end.
+    // The configuration in force when the connection arrived serves its TLS handshake.
     let state = shared.state();
     let deadline = Instant::now() + state.config.listen.handshake_timeout;
     let _ = tcp.set_nodelay(true);
@@ -414,6 +432,10 @@ async fn connection(
         debug!(%peer, %error, "HTTP connection ended with an error");
     }
     let after = slot.lock().map(|mut slot| slot.take()).unwrap_or_default();
+    // A session takes what it needs of the configuration with it (its route entry, metric
+    // handles, limits, the principal): the generation itself (router, per-IP maps, TLS
+    // configuration, token cache) is let go, so reloads during long sessions do not pile up.
+    drop(state);
     match after {
         Some(After::Session(pending)) => session(&shared, pending, peer).await,
         Some(After::Close(upgrade)) => close_refused(upgrade).await,
