@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::net::TcpListener;
 
-use crate::handshake::plain;
+use crate::connection::handshake::plain;
 
 /// Longest token lifetime the endpoint hands out.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -23,27 +23,24 @@
 //! - [`demo`]: `wsgate demo`, everything embedded on loopback.
 
 pub mod auth;
-pub mod backend;
-pub mod busy;
+mod busy;
 pub mod config;
+mod connection;
 pub mod demo;
 mod exposition;
 pub mod frame;
-pub mod handshake;
 pub mod issuer;
 pub mod metrics;
 pub mod origin;
-pub mod peer;
-pub mod ratelimit;
-pub mod registry;
-pub mod relay;
-pub mod router;
+mod peer;
+mod ratelimit;
+mod registry;
+mod relay;
+mod router;
 pub mod server;
+mod shared;
 mod state;
 pub mod tls;
-mod watch;
-
-mod admin;
 
 pub use config::Config;
 pub use server::{Error, Server};

@@ -187,6 +187,7 @@ impl PreUpgrade {
     }
 
     /// Addresses holding a slot now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.counts
             .lock()
@@ -194,6 +195,7 @@ impl PreUpgrade {
             .len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -7,8 +7,10 @@
 //! settings did not change keep their keys and their refresh task; routes whose limits did
 //! not change keep their limiter state.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
@@ -20,10 +22,21 @@ use crate::auth::{self, Authenticator};
 use crate::config::{Config, Route};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{PerIp, Subjects};
-use crate::registry::{Kick, Session};
+use crate::registry::{Kick, Registry, Session};
 use crate::router::Router;
-use crate::server::{Error, Shared};
 use crate::{origin, tls};
+
+/// Why a configuration could not be put to work (it was valid, but something it names failed).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error("provider {provider}: {source}")]
+    Provider {
+        provider: String,
+        source: auth::jwks::Error,
+    },
+}
 
 /// A route with what it needs at run time, built once per configuration.
 #[derive(Debug)]
@@ -170,7 +183,50 @@ impl State {
     }
 }
 
-impl Shared {
+/// The configuration in force, and how it is replaced: reloads run here one at a time.
+pub(crate) struct Current {
+    state: ArcSwap<State>,
+    /// The configuration file, for reloads.
+    source: Option<PathBuf>,
+    /// Reloads (SIGHUP, the file watch, the admin API) run one at a time: two built from the
+    /// same old state would both start key stores for a new provider, and one would never stop.
+    reloading: Mutex<()>,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    draining: CancellationToken,
+}
+
+impl Current {
+    pub(crate) fn new(
+        state: State,
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        draining: CancellationToken,
+    ) -> Current {
+        Current {
+            state: ArcSwap::from_pointee(state),
+            source: None,
+            reloading: Mutex::default(),
+            metrics,
+            registry,
+            draining,
+        }
+    }
+
+    /// Remembers the file the configuration came from, so it can be reloaded.
+    pub(crate) fn set_source(&mut self, path: PathBuf) {
+        self.source = Some(path);
+    }
+
+    pub(crate) fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// The state in force now.
+    pub(crate) fn load(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
     /// Re-reads the configuration file and applies it; on any problem the running
     /// configuration stays untouched.
     pub(crate) fn reload(&self) -> Result<Value, Vec<String>> {
@@ -205,7 +261,7 @@ impl Shared {
     /// Checks a session registered after a request judged by `judged` against the
     /// configuration in force now, if a reload replaced it meanwhile.
     pub(crate) fn recheck(&self, judged: &Arc<State>, session: &Session) {
-        let now = self.state();
+        let now = self.load();
         if !Arc::ptr_eq(&now, judged) {
             now.verdict(judged, session);
         }
@@ -217,7 +273,7 @@ impl Shared {
             .reloading
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let old = self.state();
+        let old = self.load();
         if config.listen.address != old.config.listen.address
             || config.admin.address != old.config.admin.address
         {

@@ -981,7 +981,9 @@ fn path_prefix(text: &str) -> Result<String, String> {
     // Requests with a path the handshake refuses never reach routing, so such a prefix could
     // never match; a query, a fragment or any escape has no place in a prefix either, nor a
     // `;` (requests whose route changes once `;parameters` are stripped are refused).
-    if text.contains(['?', '#', '%', ' ', ';']) || crate::handshake::unsafe_path(text).is_some() {
+    if text.contains(['?', '#', '%', ' ', ';'])
+        || crate::connection::handshake::unsafe_path(text).is_some()
+    {
         return Err(
             "expected an absolute path prefix such as /chat (no query, ';', '%', '\\', '//' or dot segments)"
                 .to_owned(),

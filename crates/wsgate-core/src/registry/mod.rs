@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::Principal;
 
-pub use revocations::{Kind, Revocation, Revocations};
+pub use revocations::{Kind, Revocations};
 pub use sessions::{Kick, Registration, Session, Sessions};
 
 /// Revocations of a subject without a `ttl` last this long.

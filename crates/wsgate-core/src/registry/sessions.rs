@@ -162,12 +162,4 @@ impl Sessions {
             .map(|s| SystemTime::now() + s.principal.remaining(leeway))
             .max()
     }
-
-    pub fn len(&self) -> usize {
-        lock(&self.table).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
+use super::handshake::{Refusal, has_token};
 use crate::config::Route;
-use crate::handshake::{Refusal, has_token};
 
 /// The most of a refusing backend's body that is relayed to the client.
 const MAX_REFUSAL_BODY: usize = 64 * 1024;

@@ -10,14 +10,14 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Quiet time after the last event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Watches until the drain starts.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let Some(config) = shared.source.clone() else {
+    let Some(config) = shared.current.source().map(Path::to_path_buf) else {
         return;
     };
     let (events, mut changed) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
@@ -69,7 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
         debug!("watched files changed; reloading");
-        let _ = shared.reload();
+        let _ = shared.current.reload();
     }
 }
 

@@ -29,10 +29,10 @@ use tracing::{debug, info, warn};
 
 use crate::auth::token;
 use crate::config::units;
+use crate::connection::handshake::plain;
 use crate::exposition;
-use crate::handshake::plain;
 use crate::registry::{DEFAULT_REVOCATION_TTL, Kick, Kind};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Admin request bodies are small JSON objects.
@@ -174,7 +174,7 @@ async fn admin_api(
                 None => json_error(StatusCode::BAD_REQUEST, "name ?sub= or ?jti="),
             }
         }
-        (Method::POST, "reload") => match shared.reload() {
+        (Method::POST, "reload") => match shared.current.reload() {
             Ok(summary) => json_response(StatusCode::OK, &summary),
             Err(problems) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
