@@ -33,8 +33,9 @@
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -150,6 +151,7 @@ where
         client_close: None,
         relaying,
         spinning: false,
+        outside: None,
     };
     let entered = relaying.enter();
     drop((client.1, backend.1));
@@ -260,6 +262,58 @@ struct Session<'a, C, B> {
     relaying: &'a Relaying,
     /// Busy polling: the pumps read their sources directly when the runtime says not ready.
     spinning: bool,
+    /// Whether the drain or a kick may have happened since they were last polled.
+    outside: Option<Outside>,
+}
+
+/// The waker the drain and the kick futures hold: it wakes the session's task and notes that
+/// it did. Polling those futures takes their locks (the drain's is one for the whole process,
+/// shared by every session), so they are polled when registered and then only after they
+/// woke the task, not on every wake-up of the session or every busy-poll spin.
+struct Outside {
+    signal: Arc<Signal>,
+    waker: Waker,
+}
+
+struct Signal {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl Outside {
+    /// The waker to poll the futures with, when they are to be polled: the first time (`None`
+    /// so far), after they woke the task, or when the task's waker changed (they must hold
+    /// the new one).
+    fn woken<'a>(outside: &'a mut Option<Outside>, cx: &Context<'_>) -> Option<&'a Waker> {
+        if !outside
+            .as_ref()
+            .is_some_and(|outside| outside.signal.task.will_wake(cx.waker()))
+        {
+            let signal = Arc::new(Signal {
+                woken: AtomicBool::new(true),
+                task: cx.waker().clone(),
+            });
+            let waker = Waker::from(signal.clone());
+            *outside = Some(Outside { signal, waker });
+        }
+        let outside = outside.as_ref()?;
+        outside
+            .signal
+            .woken
+            .swap(false, Ordering::Acquire)
+            .then_some(&outside.waker)
+    }
 }
 
 impl<C, B> Session<'_, C, B>
@@ -286,10 +340,13 @@ where
             {
                 continue;
             }
-            if self.first.is_none() {
-                if shutdown.as_mut().poll(cx).is_ready() {
+            if self.first.is_none()
+                && let Some(waker) = Outside::woken(&mut self.outside, cx)
+            {
+                let mut cx = Context::from_waker(waker);
+                if shutdown.as_mut().poll(&mut cx).is_ready() {
                     self.proxy_close(First::Shutdown);
-                } else if let Poll::Ready(kick) = kick.as_mut().poll(cx) {
+                } else if let Poll::Ready(kick) = kick.as_mut().poll(&mut cx) {
                     self.proxy_close(First::Kicked(kick));
                 }
             }
@@ -1161,6 +1218,31 @@ mod tests {
             utf8: false,
         };
         Pump::new(rules, &[], false)
+    }
+
+    #[test]
+    fn the_drain_and_kick_futures_are_polled_only_after_they_woke_the_task() {
+        struct Task(AtomicU64);
+        impl Wake for Task {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let woken = Arc::new(Task(AtomicU64::new(0)));
+        let task = Waker::from(woken.clone());
+        let cx = Context::from_waker(&task);
+        let mut outside = None;
+        let waker = Outside::woken(&mut outside, &cx)
+            .expect("polled the first time, to register")
+            .clone();
+        assert!(
+            Outside::woken(&mut outside, &cx).is_none(),
+            "not woken since"
+        );
+        waker.wake_by_ref();
+        assert_eq!(woken.0.load(Ordering::Relaxed), 1, "the task is woken");
+        assert!(Outside::woken(&mut outside, &cx).is_some(), "woken");
+        assert!(Outside::woken(&mut outside, &cx).is_none());
     }
 
     #[test]
