@@ -11,6 +11,7 @@
 //!   [`PreUpgradeSlot`] frees its place when dropped.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,89 +91,33 @@ impl<C: Clock> std::fmt::Debug for PerIp<C> {
     }
 }
 
-/// Live sessions per subject on one route.
+/// Holders per key under a cap: what the per-subject session cap and the per-address cap on
+/// connections not upgraded yet have in common. The lock is held for one hash-map update when
+/// a slot is taken and one when it is freed, never per message.
 #[derive(Debug)]
-pub struct Subjects {
-    /// Changed in place by a reload, so the counts of live sessions carry over.
-    max: AtomicUsize,
-    counts: Mutex<HashMap<String, usize>>,
+pub struct Counts<K: Eq + Hash> {
+    counts: Mutex<HashMap<K, usize>>,
 }
 
-/// A subject's place among its route's sessions; freed on drop.
-pub struct SubjectSlot {
-    subjects: Arc<Subjects>,
-    sub: String,
-}
-
-impl Subjects {
-    pub fn new(max: usize) -> Arc<Subjects> {
-        Arc::new(Subjects {
-            max: AtomicUsize::new(max),
+impl<K: Eq + Hash> Default for Counts<K> {
+    fn default() -> Counts<K> {
+        Counts {
             counts: Mutex::default(),
-        })
-    }
-
-    pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Relaxed);
-    }
-
-    /// A slot for `sub`, or `None` when it already has `max` sessions.
-    pub fn acquire(self: &Arc<Self>, sub: &str) -> Option<SubjectSlot> {
-        // The lock is held for a hash-map update per handshake and per close, never per message.
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(sub.to_owned()).or_insert(0);
-        if *count >= self.max.load(Ordering::Relaxed) {
-            return None;
-        }
-        *count += 1;
-        Some(SubjectSlot {
-            subjects: self.clone(),
-            sub: sub.to_owned(),
-        })
-    }
-}
-
-impl Drop for SubjectSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .subjects
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&self.sub) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.sub);
-            }
         }
     }
 }
 
-/// Connections per client key (see `peer::key`) between accept and the upgrade: TLS and the
-/// request head still to come. Taken at accept, before any TLS work.
-#[derive(Debug, Default)]
-pub struct PreUpgrade {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+/// A holder's place among its key's; freed on drop.
+pub struct Slot<K: Eq + Hash> {
+    counts: Arc<Counts<K>>,
+    key: K,
 }
 
-/// A connection's place among its address's connections before the upgrade; freed on drop.
-pub struct PreUpgradeSlot {
-    pre_upgrade: Arc<PreUpgrade>,
-    key: IpAddr,
-}
-
-impl PreUpgrade {
+impl<K: Eq + Hash + Clone> Counts<K> {
     /// A slot for `key`, or `None` when it already holds `max`.
-    pub fn acquire(self: &Arc<Self>, key: IpAddr, max: usize) -> Option<PreUpgradeSlot> {
-        // Held for one hash-map update per accepted connection and one per upgrade or close.
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(key).or_insert(0);
+    pub fn acquire(self: &Arc<Self>, key: K, max: usize) -> Option<Slot<K>> {
+        let mut counts = self.lock();
+        let count = counts.entry(key.clone()).or_insert(0);
         if *count >= max {
             if *count == 0 {
                 counts.remove(&key);
@@ -180,31 +125,34 @@ impl PreUpgrade {
             return None;
         }
         *count += 1;
-        Some(PreUpgradeSlot {
-            pre_upgrade: self.clone(),
+        Some(Slot {
+            counts: self.clone(),
             key,
         })
     }
 
-    /// Addresses holding a slot now.
+    /// Keys holding a slot now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.lock().len()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
-impl Drop for PreUpgradeSlot {
+impl<K: Eq + Hash> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut counts = self
-            .pre_upgrade
+            .counts
             .counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -216,6 +164,43 @@ impl Drop for PreUpgradeSlot {
         }
     }
 }
+
+/// Live sessions per subject on one route.
+#[derive(Debug)]
+pub struct Subjects {
+    /// Changed in place by a reload, so the counts of live sessions carry over.
+    max: AtomicUsize,
+    counts: Arc<Counts<String>>,
+}
+
+/// A subject's place among its route's sessions; freed on drop.
+pub type SubjectSlot = Slot<String>;
+
+impl Subjects {
+    pub fn new(max: usize) -> Arc<Subjects> {
+        Arc::new(Subjects {
+            max: AtomicUsize::new(max),
+            counts: Arc::default(),
+        })
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// A slot for `sub`, or `None` when it already has `max` sessions.
+    pub fn acquire(&self, sub: &str) -> Option<SubjectSlot> {
+        self.counts
+            .acquire(sub.to_owned(), self.max.load(Ordering::Relaxed))
+    }
+}
+
+/// Connections per client key (see `peer::key`) between accept and the upgrade: TLS and the
+/// request head still to come. Taken at accept, before any TLS work.
+pub type PreUpgrade = Counts<IpAddr>;
+
+/// A connection's place among its address's connections before the upgrade; freed on drop.
+pub type PreUpgradeSlot = Slot<IpAddr>;
 
 /// Why a client message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
