@@ -3,6 +3,7 @@
 //! YAML path and line, and validation gathers all of them before failing.
 
 mod raw;
+mod scalars;
 mod structure;
 pub mod units;
 mod validate;
