@@ -170,7 +170,10 @@ pub(super) fn forward_header(text: &str) -> Result<HeaderName, String> {
 }
 
 /// Replaces every `${NAME}` with the variable's value; an unset variable is an error.
-pub(super) fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(super) fn substitute(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
