@@ -32,6 +32,7 @@ pub mod frame;
 pub mod issuer;
 pub mod metrics;
 pub mod origin;
+mod path;
 mod peer;
 mod ratelimit;
 mod registry;

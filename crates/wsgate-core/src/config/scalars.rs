@@ -10,6 +10,7 @@ use std::time::Duration;
 use hyper::header::HeaderName;
 
 use super::{Algorithm, Backend, Cidr, HostMatch, MAX_BUSY_POLL, Rate, Transport, units};
+use crate::path::unsafe_path;
 
 /// `N/s`, `N/m`, `N/h`; with `sizes`, N may carry a size unit (`1MiB/s`).
 pub(super) fn parse_rate(text: &str, sizes: bool) -> Result<Rate, String> {
@@ -266,7 +267,7 @@ pub(super) fn path_prefix(text: &str) -> Result<String, String> {
     // Requests with a path the handshake refuses never reach routing, so such a prefix could
     // never match; a query, a fragment or any escape has no place in a prefix either, nor a
     // `;` (requests whose route changes once `;parameters` are stripped are refused).
-    if text.contains(['?', '#', '%', ' ', ';']) || crate::handshake::unsafe_path(text).is_some() {
+    if text.contains(['?', '#', '%', ' ', ';']) || unsafe_path(text).is_some() {
         return Err(
             "expected an absolute path prefix such as /chat (no query, ';', '%', '\\', '//' or dot segments)"
                 .to_owned(),

@@ -8,6 +8,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::auth::Error as AuthError;
+use crate::path::unsafe_path;
 
 /// Everything the proxy needs from a valid upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,50 +258,6 @@ pub fn matches_server_name(server_name: Option<&str>, host: &str) -> bool {
 fn same_host(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
-}
-
-/// Why `path` cannot be routed safely, if it cannot. Routes match prefixes of the path as it
-/// arrived, while a backend may decode percent-escapes, fold backslashes, merge slashes or
-/// resolve dot segments; any path on which the two could disagree (`/public/../admin`,
-/// `/public/%2e%2e/admin`, `/public%2Fadmin`, `//admin`, `/%61dmin`) is refused rather than
-/// normalised, since no normal form is guaranteed to be the backend's.
-pub(crate) fn unsafe_path(path: &str) -> Option<&'static str> {
-    if !path.starts_with('/') {
-        return Some("the request target must be an absolute path");
-    }
-    if path.contains('\\') {
-        return Some("backslashes are not allowed in the path");
-    }
-    if path.contains("//") {
-        return Some("empty path segments are not allowed");
-    }
-    let mut rest = path;
-    while let Some(at) = rest.find('%') {
-        let escaped = rest
-            .get(at + 1..at + 3)
-            .filter(|hex| hex.bytes().all(|c| c.is_ascii_hexdigit()))
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            None => return Some("invalid percent-encoding in the path"),
-            // Unreserved characters have a literal form (RFC 3986 section 2.3); '/', '\', '%'
-            // and NUL change the path's structure for whoever decodes them.
-            Some(byte)
-                if byte.is_ascii_alphanumeric()
-                    || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b'%' | 0) =>
-            {
-                return Some(
-                    "percent-encoded '/', '\\', '%', NUL or unreserved characters in the path",
-                );
-            }
-            Some(_) => rest = &rest[at + 3..],
-        }
-    }
-    // `;` starts path parameters, which some servers strip before resolving `..;`.
-    let dot_segment = path.split('/').any(|segment| {
-        let name = segment.split(';').next().unwrap_or(segment);
-        name == "." || name == ".."
-    });
-    dot_segment.then_some("dot segments are not allowed in the path")
 }
 
 /// The offered subprotocols; `None` if a header is not a token list.
