@@ -1,4 +1,5 @@
-//! Origin normalisation and allowlist matching (origin.rs).
+//! Origin normalisation and allowlist matching (config/origins.rs) and the request check
+//! (origin.rs).
 //!
 //! Input: `pattern\norigin` (UTF-8). Beyond "no panic", it checks that a pattern prints as
 //! text that parses back to itself; that every valid origin is a valid exact pattern matching

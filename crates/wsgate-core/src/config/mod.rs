@@ -2,6 +2,7 @@
 //! [`Config`]. The rest of the library only ever sees a `Config`. Every problem names its
 //! YAML path and line, and validation gathers all of them before failing.
 
+pub(crate) mod origins;
 mod raw;
 mod scalars;
 mod structure;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use hyper::header::HeaderName;
 pub use jsonwebtoken::Algorithm;
 
-use crate::origin::Pattern;
+use self::origins::Pattern;
 use crate::tls::Identity;
 
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde_saphyr::Spanned;
 
 use super::Validator;
+use crate::config::origins::Pattern;
 use crate::config::scalars::{
     backend_url, boolean, forward_header, host_match, parse_rate, path_prefix, positive_count,
     positive_duration, positive_u32, route_name, token_name, transport,
@@ -14,7 +15,6 @@ use crate::config::{
     Auth, DEFAULT_COOKIE_NAME, DEFAULT_QUERY_PARAM, DEFAULT_SUBPROTOCOL_MARKER, DEFAULT_TOKEN_FROM,
     Limits, OnExpiry, OnLimit, Origins, Route, Timeouts, Transport, raw, units,
 };
-use crate::origin::Pattern;
 
 /// Largest `max_message_size` accepted: a message is buffered whole before it is relayed.
 const MAX_MESSAGE_SIZE_CEILING: u64 = 64 << 20;
