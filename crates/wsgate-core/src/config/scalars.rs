@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use hyper::header::HeaderName;
 
-use super::{Algorithm, Backend, Cidr, HostMatch, MAX_BUSY_POLL, Rate, Transport, units};
+use super::{
+    Algorithm, Backend, Cidr, HostMatch, MAX_BUSY_POLL, OnExpiry, OnLimit, Rate, Transport, units,
+};
 use crate::path::unsafe_path;
 
 /// `N/s`, `N/m`, `N/h`; with `sizes`, N may carry a size unit (`1MiB/s`).
@@ -323,6 +325,33 @@ pub(super) fn backend_url(text: &str) -> Result<Backend, String> {
         path: path.to_owned(),
         query,
     })
+}
+
+/// Largest `max_message_size` accepted: a message is buffered whole before it is relayed.
+const MAX_MESSAGE_SIZE_CEILING: u64 = 64 << 20;
+
+pub(super) fn message_size(text: &str) -> Result<usize, String> {
+    let size = units::size(text)?;
+    if size == 0 || size > MAX_MESSAGE_SIZE_CEILING {
+        return Err("must be between 1B and 64MiB".to_owned());
+    }
+    usize::try_from(size).map_err(|_| "too large for this platform".to_owned())
+}
+
+pub(super) fn on_limit(text: &str) -> Result<OnLimit, String> {
+    match text {
+        "close" => Ok(OnLimit::Close),
+        "drop" => Ok(OnLimit::Drop),
+        _ => Err("expected close or drop".to_owned()),
+    }
+}
+
+pub(super) fn on_expiry(text: &str) -> Result<OnExpiry, String> {
+    match text {
+        "close" => Ok(OnExpiry::Close),
+        "ignore" => Ok(OnExpiry::Ignore),
+        _ => Err("expected close or ignore".to_owned()),
+    }
 }
 
 #[cfg(test)]

@@ -8,16 +8,14 @@ use serde_saphyr::Spanned;
 use super::Validator;
 use crate::config::origins::Pattern;
 use crate::config::scalars::{
-    backend_url, boolean, forward_header, host_match, parse_rate, path_prefix, positive_count,
-    positive_duration, positive_u32, route_name, token_name, transport,
+    backend_url, boolean, forward_header, host_match, message_size, on_expiry, on_limit,
+    parse_rate, path_prefix, positive_count, positive_duration, positive_u32, route_name,
+    token_name, transport,
 };
 use crate::config::{
     Auth, DEFAULT_COOKIE_NAME, DEFAULT_QUERY_PARAM, DEFAULT_SUBPROTOCOL_MARKER, DEFAULT_TOKEN_FROM,
-    Limits, OnExpiry, OnLimit, Origins, Route, Timeouts, Transport, raw, units,
+    Limits, OnExpiry, Origins, Route, Timeouts, Transport, raw,
 };
-
-/// Largest `max_message_size` accepted: a message is buffered whole before it is relayed.
-const MAX_MESSAGE_SIZE_CEILING: u64 = 64 << 20;
 
 impl Validator<'_> {
     pub(super) fn routes(
@@ -126,13 +124,7 @@ impl Validator<'_> {
             &field("max_message_size"),
             &l.max_message_size,
             defaults.max_message_size,
-            |text| {
-                let size = units::size(text)?;
-                if size == 0 || size > MAX_MESSAGE_SIZE_CEILING {
-                    return Err("must be between 1B and 64MiB".to_owned());
-                }
-                usize::try_from(size).map_err(|_| "too large for this platform".to_owned())
-            },
+            message_size,
         );
         let byte_rate = l
             .byte_rate
@@ -170,13 +162,7 @@ impl Validator<'_> {
                 positive_u32,
             ),
             byte_rate,
-            on_limit: self.optional(&field("on_limit"), &l.on_limit, defaults.on_limit, |text| {
-                match text {
-                    "close" => Ok(OnLimit::Close),
-                    "drop" => Ok(OnLimit::Drop),
-                    _ => Err("expected close or drop".to_owned()),
-                }
-            }),
+            on_limit: self.optional(&field("on_limit"), &l.on_limit, defaults.on_limit, on_limit),
             max_message_size,
         }
     }
@@ -278,17 +264,12 @@ impl Validator<'_> {
                 forward_claims.push((claim.clone(), name));
             }
         }
-        let on_expiry =
-            self.optional(
-                &field("on_expiry"),
-                &a.on_expiry,
-                OnExpiry::Close,
-                |text| match text {
-                    "close" => Ok(OnExpiry::Close),
-                    "ignore" => Ok(OnExpiry::Ignore),
-                    _ => Err("expected close or ignore".to_owned()),
-                },
-            );
+        let on_expiry = self.optional(
+            &field("on_expiry"),
+            &a.on_expiry,
+            OnExpiry::Close,
+            on_expiry,
+        );
         Some(Auth {
             provider: provider?,
             token_from: token_from?,
