@@ -3,7 +3,7 @@
 //! normalisation (lower case, default ports made explicit), never as strings, so
 //! `https://app.example.com.evil.com`, `https://evilapp.example.com`, `http://` for `https://`
 //! and `null` all fail to match `https://app.example.com`. Applying a route's rules to a
-//! request is [`crate::origin::check`].
+//! request is `check` in `origin.rs` at the crate root.
 
 use std::fmt;
 

@@ -327,7 +327,10 @@ pub(super) fn backend_url(text: &str) -> Result<Backend, String> {
     })
 }
 
-/// Largest `max_message_size` accepted: a message is buffered whole before it is relayed.
+/// Largest `max_message_size` accepted. The proxy never holds a whole message: frames are
+/// forwarded as they arrive, and a message is refused (1009) at the first frame header that
+/// takes its length past the limit. The ceiling bounds what a route lets one message carry to
+/// a backend, which may well assemble it.
 const MAX_MESSAGE_SIZE_CEILING: u64 = 64 << 20;
 
 pub(super) fn message_size(text: &str) -> Result<usize, String> {
