@@ -38,6 +38,29 @@ pub(crate) fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|cidr| cidr.contains(ip))
 }
 
+/// The configuration holds the networks; matching an address against them is the peer's.
+impl Cidr {
+    /// True when `ip`, taken as [`normal`] gives it, lies in this network.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = normal(ip);
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One `X-Forwarded-For` entry: an address, `ip:port` (Azure Application Gateway) or
 /// `[ipv6]:port`; `None` for anything else (Squid's `unknown`, an obfuscated name, garbage).
 fn entry(item: &str) -> Option<IpAddr> {
