@@ -560,7 +560,7 @@ async fn a_request_is_judged_by_the_file_in_force_when_it_arrives() {
 
 #[tokio::test]
 async fn a_session_admitted_just_before_a_reload_is_checked_against_the_new_file() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     // A backend that holds its 101 until the test has reloaded.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -569,34 +569,12 @@ async fn a_session_admitted_just_before_a_reload_is_checked_against_the_new_file
     let (arrived, mut on_arrival) = tokio::sync::mpsc::channel::<()>(1);
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let gate = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = tcp.read(&mut buf).await.expect("read");
-            assert!(n > 0, "closed before the request head");
-            head.extend_from_slice(&buf[..n]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("sec-websocket-key: ")
-                    .or(l.strip_prefix("Sec-WebSocket-Key: "))
-            })
-            .expect("key")
-            .trim()
-            .to_owned();
+        let (mut tcp, key) = read_upgrade(&listener).await;
         arrived.send(()).await.expect("arrived");
         released.await.expect("release");
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        tcp.write_all(
-            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("write");
+        answer_upgrade(&mut tcp, &key).await;
         // Hold the connection until the proxy ends it.
+        let mut buf = [0u8; 4096];
         while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     });
     let proxy = start(&route("echo", "/echo", &url)).await;

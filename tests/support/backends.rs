@@ -223,6 +223,14 @@ async fn echo(
 /// Accepts one connection on `listener` and answers its WebSocket upgrade by hand, leaving
 /// the stream to the caller at the first frame (a backend that misbehaves as the test says).
 pub async fn accept_upgrade(listener: &TcpListener) -> TcpStream {
+    let (mut tcp, key) = read_upgrade(listener).await;
+    answer_upgrade(&mut tcp, &key).await;
+    tcp
+}
+
+/// Accepts one connection on `listener` and reads its upgrade request's head; returns the
+/// stream and the request's `Sec-WebSocket-Key` (answer it with [`answer_upgrade`]).
+pub async fn read_upgrade(listener: &TcpListener) -> (TcpStream, String) {
     let (mut tcp, _) = within(listener.accept()).await.expect("accept");
     let mut head = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -240,12 +248,16 @@ pub async fn accept_upgrade(listener: &TcpListener) -> TcpStream {
                 .then(|| value.trim().to_owned())
         })
         .expect("a Sec-WebSocket-Key");
+    (tcp, key)
+}
+
+/// Answers an upgrade request whose key was `key` with a 101.
+pub async fn answer_upgrade(tcp: &mut TcpStream, key: &str) {
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
     );
     tcp.write_all(answer.as_bytes()).await.expect("101");
-    tcp
 }
 
 /// A backend that answers every connection with the same raw bytes, counting connections
