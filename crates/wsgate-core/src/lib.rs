@@ -1,26 +1,48 @@
 //! wsgate: a TLS-terminating, authenticating reverse proxy for WebSockets.
 //!
 //! This library holds all runtime behaviour; the `wsgate` binary only parses the command line,
-//! sets up logging and signals, and calls into it. Architecture, in the order a connection
-//! meets it:
+//! sets up logging and signals, and calls into it. What users rely on (statuses, close codes,
+//! metric names, the admin API) is written down in `docs/contract.md`.
 //!
-//! - [`config`]: the YAML routing file, validated into a typed [`Config`].
-//! - [`server`]: listeners, accept loop, the per-connection task and graceful shutdown.
-//! - [`tls`]: the rustls configuration of the public listener.
-//! - [`handshake`]: RFC 6455 checks on the client's upgrade request and every refusal status.
-//! - [`router`]: host and path-prefix routing.
-//! - [`backend`]: the proxy's own upgrade request to the plain `ws://` backend.
-//! - [`relay`]: the live session, frames in both directions and close handling.
-//! - [`frame`]: frame headers and RFC 6455 rules, checked as bytes pass through the relay.
-//! - [`metrics`] and the admin listener: Prometheus metrics, `/healthz`, `/readyz`; `exposition`
-//!   serves them as OpenMetrics to Prometheus and in the classic text format to anyone else.
-//! - [`auth`]: token transports, JWKS providers, JWT verification and claim rules.
-//! - [`origin`]: Origin allowlists.
-//! - [`peer`]: the client address, `trusted_proxies` and `X-Forwarded-For`.
-//! - [`registry`]: live sessions and revocations; state: hot reload.
-//! - [`ratelimit`]: per-IP handshake rates, per-subject caps, message and byte rates.
-//! - [`issuer`]: the development token issuer used by the demo.
-//! - [`demo`]: `wsgate demo`, everything embedded on loopback.
+//! # The map: a connection's life, and where each stage lives
+//!
+//! ```text
+//! process    server/          bind, accept loop, drain; admin listener; file watch
+//!              accept.rs      per-address cap on connections not upgraded yet, global cap
+//!            shared.rs        what every task shares (configuration in force, metrics,
+//!                             registry, drain signal, permits)
+//!            state.rs         one configuration generation, ready to serve, and its reload
+//! connection connection/      one task per connection, inside its tracing span
+//!              mod.rs         TLS under the handshake deadline, HTTP/1.1 through hyper
+//!              handshake.rs   RFC 6455 checks on the upgrade request; every refusal's answer
+//!              admit.rs       the ordered checks: route -> rate -> Origin -> token -> claims
+//!                             -> per-subject cap -> backend (admit() is the whole pipeline)
+//!              backend.rs     the proxy's own upgrade request to the plain ws:// backend
+//!              respond.rs     the HTTP answer: refusal, the backend's refusal, or the 101
+//!              session.rs     register, relay, wrap up (metrics, registry, subject slot)
+//!              access_log.rs  one line per refusal and per closed session, tokens redacted
+//! session    relay            frames both ways, limits, ping/idle, expiry, kicks, closes
+//!            frame            frame headers and RFC 6455 rules, checked as bytes pass
+//!            busy             busy polling on a nearly idle proxy
+//! policy     auth/            token transports, JWKS providers, JWT verification, claims
+//!            origin.rs        the Origin check          peer.rs    client address, XFF
+//!            router.rs        host + path-prefix routes path.rs    the request path rule
+//!            ratelimit.rs     rates and caps (ratelimit::Limit names every kind)
+//!            registry/        live sessions (sessions.rs) and revocations (revocations.rs)
+//! ground     config/          the YAML file -> a validated Config (raw, structure, validate/
+//!                             by section, scalars, units, origins)
+//!            tls.rs           the listener's rustls configuration
+//!            metrics.rs       Prometheus families; exposition.rs: their text formats
+//! extras     demo.rs, issuer.rs   `wsgate demo` and its development token issuer
+//! ```
+//!
+//! Each layer imports only the layers below it: the process starts connections, a connection
+//! runs a session, both consult the policy modules, and everything reads the configuration.
+//! Where the next capabilities go: shared (fleet) revocations and caps stand behind
+//! `registry::Revocations` and `ratelimit::Counts`; message rules and in-band token refresh
+//! are steps of the relay's client-to-backend direction; WebSockets over HTTP/2 (RFC 8441)
+//! is a second way into `connection/` (an extended CONNECT in `handshake.rs`, hyper's HTTP/2
+//! server in `mod.rs`) that hands the same `admit()` and session the request.
 
 pub mod auth;
 mod busy;
