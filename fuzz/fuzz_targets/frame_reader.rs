@@ -1,6 +1,7 @@
-//! The relay's frame handling (frame.rs): `frame::Reader` over one direction's bytes, as the
-//! relay drives it (unread bytes kept and offered again with what follows), plus the
-//! proxy's own frames (`encode_control`, `close_payload`) and `apply_mask`.
+//! The relay's frame handling (crates/wsgate-core/src/relay/frame.rs): `frame::Reader` over
+//! one direction's bytes, as the relay drives it (unread bytes kept and offered again with
+//! what follows), plus the proxy's own frames (`encode_control`, `close_payload`) and
+//! `apply_mask`.
 //!
 //! Input: byte 0 holds the rules (bit 0: frames must be masked, bit 1: text is checked for
 //! UTF-8), bytes 1-2 the message size limit, byte 3 seeds the chunk sizes; the rest is the

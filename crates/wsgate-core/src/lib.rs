@@ -45,12 +45,10 @@
 //! server in `mod.rs`) that hands the same `admit()` and session the request.
 
 pub mod auth;
-mod busy;
 pub mod config;
 mod connection;
 pub mod demo;
 mod exposition;
-pub mod frame;
 pub mod issuer;
 pub mod metrics;
 pub mod origin;
@@ -66,4 +64,6 @@ mod state;
 pub mod tls;
 
 pub use config::Config;
+/// Frame headers and RFC 6455 rules (public for the fuzz targets).
+pub use relay::frame;
 pub use server::{Error, Server};

@@ -9,10 +9,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::busy;
 use crate::metrics::Metrics;
 use crate::ratelimit::PreUpgrade;
 use crate::registry::Registry;
+use crate::relay::busy;
 use crate::state::{Current, State};
 
 pub(crate) struct Shared {

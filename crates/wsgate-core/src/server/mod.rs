@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::busy;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::PreUpgrade;
 use crate::registry::Registry;
+use crate::relay::busy;
 use crate::shared::Shared;
 use crate::state::{self, Current, State};
 

@@ -23,12 +23,15 @@
 //! - Frames of the proxy's own (pings, closes) are written only between frames.
 //! - While fewer sessions relay than the runtime has worker threads, a session that just moved
 //!   data keeps polling, and reading its sockets itself, for `listen.busy_poll` before its
-//!   thread sleeps ([`crate::busy`]). A busy proxy never spins.
+//!   thread sleeps ([`busy`]). A busy proxy never spins.
 //! - A backend that vanishes gives the client 1014; a client that vanishes gives the backend
 //!   1001; a token that expires gives the client 4001.
 //! - A peer whose stream was left mid-frame (a frame found invalid after its header went out,
 //!   or its source gone mid-frame) can be sent no close frame, so none is awaited from it:
 //!   the other peer gets its close at once and the session ends, ending both connections.
+
+pub(crate) mod busy;
+pub mod frame;
 
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -44,9 +47,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::busy::{ReadNow, Relaying};
+use self::busy::{ReadNow, Relaying};
+use self::frame::{MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step, Violation};
 use crate::config::{OnLimit, Timeouts};
-use crate::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step, Violation};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
 use crate::registry::Kick;
