@@ -1,0 +1,678 @@
+//! One direction of the session: reads its source, checks each frame as it passes, and writes
+//! its destination, with the proxy's own frames (pings, closes) slipped in between frames.
+
+use std::hash::BuildHasher;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::busy::ReadNow;
+use super::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step, Violation};
+use super::{KEEPALIVE, Traffic};
+use crate::config::OnLimit;
+use crate::metrics::RouteMetrics;
+use crate::ratelimit::MessageLimits;
+
+/// Each direction's buffer inside the task: any header or control frame, and small messages.
+const SMALL: usize = 512;
+/// The buffer a direction moves to when a read fills the small one, until it runs dry.
+const LARGE: usize = 16 * 1024;
+
+/// How a pump stopped forwarding.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stop {
+    /// Its source's close frame was forwarded.
+    Closed(Option<u16>),
+    /// Its source ended without a close frame.
+    Vanished,
+    /// Its source broke the protocol.
+    Violated(Violation),
+    /// Its destination could not be written.
+    SinkFailed,
+    /// The client went over a rate with `on_limit: close`.
+    Limited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Relaying.
+    Forward,
+    /// Relaying only to the end of the frame in progress, then `Discard`.
+    ToBoundary,
+    /// Reading and dropping frames until the source's close frame.
+    Discard,
+    /// The source is finished with.
+    Done,
+}
+
+/// A frame of the proxy's own waiting for a frame boundary.
+pub(super) struct Own {
+    bytes: [u8; MAX_CONTROL_FRAME],
+    len: usize,
+    written: usize,
+    close: bool,
+}
+
+impl Own {
+    pub(super) fn new(opcode: Opcode, payload: &[u8], mask: Option<[u8; 4]>, close: bool) -> Own {
+        let mut bytes = [0; MAX_CONTROL_FRAME];
+        let len = frame::encode_control(opcode, payload, mask, &mut bytes);
+        Own {
+            bytes,
+            len,
+            written: 0,
+            close,
+        }
+    }
+}
+
+/// A direction's bytes: a small buffer inside the task, a large one while data streams.
+struct Buffer {
+    small: [u8; SMALL],
+    large: Option<Box<[u8]>>,
+}
+
+impl Buffer {
+    fn bytes(&self) -> &[u8] {
+        self.large.as_deref().unwrap_or(&self.small)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match &mut self.large {
+            Some(large) => large,
+            None => &mut self.small,
+        }
+    }
+}
+
+/// One direction: reads its source, checks frames, writes its destination.
+pub(super) struct Pump {
+    buf: Buffer,
+    /// `buf[head..tail]` is read and not yet looked at...
+    head: usize,
+    tail: usize,
+    /// ...and `buf[out..head]` is decided for the destination and not yet written.
+    out: usize,
+    /// Bytes at `head` to drop once everything before them is written.
+    skip: usize,
+    /// The small buffer filled: read more before looking.
+    fill: bool,
+    reader: Reader,
+    pub(super) mode: Mode,
+    /// The destination is the backend: the proxy's frames are masked, and the client's pongs
+    /// to the proxy's pings stop here.
+    to_backend: bool,
+    /// The destination holds part of a frame: nothing of the proxy's own may be written.
+    mid_frame: bool,
+    pub(super) own: Option<Own>,
+    /// The proxy's close, waiting for `own` (partly written) to be finished.
+    own_next: Option<Own>,
+    unflushed: bool,
+    /// A forwarded close frame is among the bytes not yet written.
+    close_queued: bool,
+    /// The destination has been sent a close frame.
+    pub(super) dst_closed: bool,
+    /// The destination cannot be written any more.
+    pub(super) dst_dead: bool,
+    /// The source sent its close frame, ended or broke the protocol.
+    src_done: bool,
+    /// Since when a write to the destination has been waiting.
+    pub(super) blocked_since: Option<Instant>,
+    /// A write went through after waiting, since the session last looked.
+    pub(super) unblocked: bool,
+    /// A data frame moved since the session last looked.
+    pub(super) active: bool,
+    /// A pong arrived since the session last looked.
+    pub(super) pong: bool,
+    /// The source will not be sent a close frame: it is read no further than a frame boundary.
+    abandoned: bool,
+    /// The message in progress is being dropped (`on_limit: drop`).
+    dropping: bool,
+    pub(super) dropped: u64,
+    pub(super) traffic: Traffic,
+    pub(super) unreported: Traffic,
+}
+
+impl Pump {
+    pub(super) fn new(rules: Rules, early: &[u8], to_backend: bool) -> Pump {
+        let mut buf = Buffer {
+            small: [0; SMALL],
+            large: None,
+        };
+        if early.len() > SMALL {
+            buf.large = Some(vec![0; early.len().max(LARGE)].into_boxed_slice());
+        }
+        buf.bytes_mut()[..early.len()].copy_from_slice(early);
+        Pump {
+            buf,
+            head: 0,
+            tail: early.len(),
+            out: 0,
+            skip: 0,
+            fill: false,
+            reader: Reader::new(rules),
+            mode: Mode::Forward,
+            to_backend,
+            mid_frame: false,
+            own: None,
+            own_next: None,
+            unflushed: false,
+            close_queued: false,
+            dst_closed: false,
+            dst_dead: false,
+            src_done: false,
+            blocked_since: None,
+            unblocked: false,
+            active: false,
+            pong: false,
+            abandoned: false,
+            dropping: false,
+            dropped: 0,
+            traffic: Traffic::default(),
+            unreported: Traffic::default(),
+        }
+    }
+
+    /// Queues a close frame of the proxy's own for the destination (masked towards the
+    /// backend), unless the destination already has one.
+    pub(super) fn own_close(&mut self, code: u16, reason: &str) {
+        let (payload, len) = frame::close_payload(code, reason);
+        self.own_close_payload(&payload[..len]);
+    }
+
+    /// [`Pump::own_close`] with the payload as it goes out (empty: a close without a code).
+    pub(super) fn own_close_payload(&mut self, payload: &[u8]) {
+        let closing = |own: &Option<Own>| own.as_ref().is_some_and(|own| own.close);
+        if self.dst_closed || self.close_queued || closing(&self.own) || closing(&self.own_next) {
+            return;
+        }
+        let mask = self.to_backend.then(mask_key);
+        let close = Own::new(Opcode::Close, payload, mask, true);
+        match &self.own {
+            // A frame partly written must be finished first, or the peer reads garbage.
+            Some(own) if own.written > 0 => self.own_next = Some(close),
+            _ => self.own = Some(close),
+        }
+    }
+
+    /// Reads on only to find the source's close frame (unless finished with already).
+    pub(super) fn discard(&mut self) {
+        if matches!(self.mode, Mode::Forward | Mode::ToBoundary) {
+            self.mode = Mode::Discard;
+        }
+    }
+
+    /// Stops reading the source once the frame in progress is written: whatever it would
+    /// send next (its close frame included) has nowhere to go. True when anything changed.
+    pub(super) fn abandon(&mut self) -> bool {
+        if self.abandoned {
+            return false;
+        }
+        self.abandoned = true;
+        match self.mode {
+            Mode::Forward | Mode::ToBoundary if self.mid_frame => self.mode = Mode::ToBoundary,
+            Mode::Done => {}
+            _ => self.mode = Mode::Done,
+        }
+        true
+    }
+
+    pub(super) fn until_boundary(&mut self) {
+        if self.mode == Mode::Forward {
+            self.mode = Mode::ToBoundary;
+        }
+    }
+
+    /// Nothing left to do for this direction.
+    pub(super) fn settled(&self) -> bool {
+        let written = self.dst_dead
+            || (self.out == self.head && self.own.is_none() && !self.unflushed && self.skip == 0);
+        written && (self.src_done || self.mode == Mode::Done)
+    }
+
+    /// The next `len` bytes go to the destination (after those already decided).
+    fn forward(&mut self, len: usize) {
+        self.head += len;
+    }
+
+    /// Moves bytes until the source or destination would block, or the pump stops.
+    pub(super) fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+        dst: &mut W,
+        limits: Option<&MessageLimits>,
+        metrics: &RouteMetrics,
+        spinning: bool,
+    ) -> Poll<Stop>
+    where
+        R: ReadNow,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.dst_dead {
+                self.out = self.head;
+                self.own = None;
+                self.own_next = None;
+                self.unflushed = false;
+            }
+            // 1. Go through what was read; what is forwarded accumulates for one write.
+            let need_more = match self.look(limits, metrics) {
+                Ok(need_more) => need_more,
+                Err(stop) => return Poll::Ready(stop),
+            };
+            // 2. Write it.
+            if self.out < self.head {
+                let pending = &self.buf.bytes()[self.out..self.head];
+                match Pin::new(&mut *dst).poll_write(cx, pending) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.out += n;
+                        self.wrote();
+                        if self.out == self.head && self.close_queued {
+                            self.close_queued = false;
+                            self.dst_closed = true;
+                        }
+                        continue;
+                    }
+                    Poll::Pending => return self.blocked(),
+                    Poll::Ready(_) => return self.sink_failed(),
+                }
+            }
+            // 3. Drop what was decided against, now that what came before it is written.
+            if self.skip > 0 {
+                self.head += self.skip;
+                self.out = self.head;
+                self.skip = 0;
+                continue;
+            }
+            // 4. A frame of the proxy's own, between frames.
+            if !self.mid_frame
+                && let Some(own) = &mut self.own
+            {
+                match Pin::new(&mut *dst).poll_write(cx, &own.bytes[own.written..own.len]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        own.written += n;
+                        if own.written == own.len {
+                            self.dst_closed |= own.close;
+                            self.own = self.own_next.take();
+                        }
+                        self.wrote();
+                        continue;
+                    }
+                    Poll::Pending => return self.blocked(),
+                    Poll::Ready(_) => return self.sink_failed(),
+                }
+            }
+            if self.abandoned && self.mode == Mode::ToBoundary && !self.mid_frame {
+                self.mode = Mode::Done;
+            }
+            if self.mode == Mode::Done {
+                return self.idle(cx, dst);
+            }
+            // 5. Read more.
+            if self.head == self.tail {
+                (self.head, self.tail, self.out) = (0, 0, 0);
+            } else if need_more && self.head > 0 {
+                let (head, tail) = (self.head, self.tail);
+                self.buf.bytes_mut().copy_within(head..tail, 0);
+                (self.head, self.tail, self.out) = (0, tail - head, 0);
+            }
+            if self.buf.large.is_none() && self.tail == SMALL {
+                let mut large = vec![0; LARGE].into_boxed_slice();
+                large[..SMALL].copy_from_slice(&self.buf.small);
+                self.buf.large = Some(large);
+            }
+            let tail = self.tail;
+            let mut room = ReadBuf::new(&mut self.buf.bytes_mut()[tail..]);
+            let mut read = Pin::new(&mut *src).poll_read(cx, &mut room);
+            if read.is_pending()
+                && spinning
+                && let Some(now) = src.read_now(&mut room)
+            {
+                read = Poll::Ready(now);
+            }
+            match read {
+                Poll::Ready(Ok(())) if !room.filled().is_empty() => {
+                    self.tail += room.filled().len();
+                    self.fill = self.buf.large.is_none() && self.tail == SMALL;
+                }
+                Poll::Ready(_) => {
+                    // End of stream or a read error: the source is gone, and a frame it was
+                    // sending can never be finished at the destination.
+                    self.src_done = true;
+                    self.dst_dead |= self.mid_frame;
+                    let was = std::mem::replace(&mut self.mode, Mode::Done);
+                    if was == Mode::Forward {
+                        return Poll::Ready(Stop::Vanished);
+                    }
+                }
+                Poll::Pending if self.fill => self.fill = false,
+                Poll::Pending => {
+                    if self.head == self.tail {
+                        // Running dry: the large buffer goes back.
+                        self.buf.large = None;
+                        (self.head, self.tail, self.out) = (0, 0, 0);
+                    }
+                    return self.idle(cx, dst);
+                }
+            }
+        }
+    }
+
+    /// Goes through what was read as far as it can, deciding each byte's fate: forwarded bytes
+    /// join `out..head`, dropped ones wait in `skip` while forwarded ones precede them.
+    /// `Ok(true)` when the input ends inside a header or control frame; `Err` when the pump stops.
+    fn look(
+        &mut self,
+        limits: Option<&MessageLimits>,
+        metrics: &RouteMetrics,
+    ) -> Result<bool, Stop> {
+        while self.skip == 0 && self.head < self.tail && !self.fill && self.mode != Mode::Done {
+            if self.mode == Mode::ToBoundary && !self.mid_frame {
+                self.mode = if self.abandoned {
+                    Mode::Done
+                } else {
+                    Mode::Discard
+                };
+                if self.mode == Mode::Done {
+                    break;
+                }
+            }
+            let discard = self.mode == Mode::Discard;
+            let input = &self.buf.bytes()[self.head..self.tail];
+            match self.reader.step(input) {
+                Err(violation) => {
+                    self.src_done = true;
+                    self.dst_dead |= self.mid_frame;
+                    self.mode = Mode::Done;
+                    if !discard {
+                        return Err(Stop::Violated(violation));
+                    }
+                }
+                Ok(Step::NeedMore) => return Ok(true),
+                Ok(Step::Data {
+                    header,
+                    len,
+                    first,
+                    frame_end,
+                    message_end,
+                }) => {
+                    if discard {
+                        self.drop_bytes(len);
+                        continue;
+                    }
+                    if let Some(limits) = limits
+                        && (first || !self.dropping)
+                    {
+                        let admitted = if first {
+                            self.dropping = false;
+                            limits.admit(header.len)
+                        } else {
+                            limits.admit_bytes(header.len)
+                        };
+                        if let Err(exceeded) = admitted {
+                            metrics.rate_limited(exceeded.kind());
+                            if first && limits.on_limit == OnLimit::Drop {
+                                self.dropping = true;
+                                self.dropped += 1;
+                            } else {
+                                self.drop_bytes(len);
+                                self.mode = Mode::Discard;
+                                return Err(Stop::Limited);
+                            }
+                        }
+                    }
+                    if self.dropping {
+                        self.drop_bytes(len);
+                        self.dropping = !message_end;
+                        continue;
+                    }
+                    if first {
+                        self.traffic.messages += 1;
+                        self.unreported.messages += 1;
+                    }
+                    self.traffic.bytes += header.len;
+                    self.unreported.bytes += header.len;
+                    self.forward(len);
+                    self.mid_frame = !frame_end;
+                    self.active = true;
+                    continue;
+                }
+                Ok(Step::Payload {
+                    len,
+                    frame_end,
+                    message_end,
+                }) => {
+                    if discard || self.dropping {
+                        self.drop_bytes(len);
+                        if message_end {
+                            self.dropping = false;
+                        }
+                        continue;
+                    }
+                    self.forward(len);
+                    self.mid_frame = !frame_end;
+                    self.active = true;
+                    continue;
+                }
+                Ok(Step::Control {
+                    header,
+                    len,
+                    payload,
+                }) => {
+                    let swallow = match header.opcode {
+                        Opcode::Close => {
+                            self.src_done = true;
+                            self.mode = Mode::Done;
+                            if !discard {
+                                self.forward(len);
+                                self.close_queued = true;
+                                return Err(Stop::Closed(payload.close_code()));
+                            }
+                            true
+                        }
+                        Opcode::Pong if self.to_backend && payload.payload() == KEEPALIVE => {
+                            // The answer to the proxy's own ping: asked for, so not metered.
+                            self.pong = true;
+                            true
+                        }
+                        _ if discard => {
+                            self.pong |= header.opcode == Opcode::Pong;
+                            true
+                        }
+                        // Pings and pongs cost the backend as much as small messages do:
+                        // they take from the same budgets.
+                        _ => {
+                            self.pong |= header.opcode == Opcode::Pong;
+                            match limits.map(|limits| (limits, limits.admit(header.len))) {
+                                Some((limits, Err(exceeded))) => {
+                                    metrics.rate_limited(exceeded.kind());
+                                    if limits.on_limit == OnLimit::Close {
+                                        self.drop_bytes(len);
+                                        self.mode = Mode::Discard;
+                                        return Err(Stop::Limited);
+                                    }
+                                    self.dropped += 1;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        }
+                    };
+                    if swallow {
+                        self.drop_bytes(len);
+                    } else {
+                        self.forward(len);
+                    }
+                    continue;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops the next `len` bytes, at once when nothing before them waits to be written.
+    fn drop_bytes(&mut self, len: usize) {
+        if self.out == self.head {
+            self.head += len;
+            self.out = self.head;
+        } else {
+            self.skip = len;
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.unflushed = true;
+        self.unblocked |= self.blocked_since.take().is_some();
+    }
+
+    fn blocked(&mut self) -> Poll<Stop> {
+        self.blocked_since.get_or_insert_with(Instant::now);
+        Poll::Pending
+    }
+
+    fn sink_failed(&mut self) -> Poll<Stop> {
+        self.dst_dead = true;
+        self.blocked_since = None;
+        Poll::Ready(Stop::SinkFailed)
+    }
+
+    /// Nothing to read: flush what was written.
+    fn idle<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, dst: &mut W) -> Poll<Stop> {
+        if self.unflushed && !self.dst_dead {
+            match Pin::new(&mut *dst).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Pending => return self.blocked(),
+                Poll::Ready(Err(_)) => return self.sink_failed(),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// A masking key for the proxy's own frames to the backend.
+fn mask_key() -> [u8; 4] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = std::collections::hash_map::RandomState::new()
+        .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (seed as u32).to_ne_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use tokio::io::AsyncRead;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A client that has sent nothing.
+    struct Silent;
+
+    impl AsyncRead for Silent {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Silent {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ReadNow for Silent {
+        fn read_now(&mut self, _: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+            None
+        }
+    }
+
+    /// A destination that takes `room` more bytes, then would block.
+    #[derive(Default)]
+    struct Trickle {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bytes: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = bytes.len().min(self.room);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.room -= n;
+            self.written.extend_from_slice(&bytes[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn down_pump() -> Pump {
+        let rules = Rules {
+            masked: false,
+            max_message: 1024,
+            utf8: false,
+        };
+        Pump::new(rules, &[], false)
+    }
+
+    #[test]
+    fn a_close_waits_for_a_partly_written_ping() {
+        let metrics = Arc::new(Metrics::new()).route("test");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut pump = down_pump();
+        let mut client = Trickle {
+            room: 3,
+            ..Trickle::default()
+        };
+        pump.own = Some(Own::new(Opcode::Ping, KEEPALIVE, None, false));
+        assert!(
+            pump.poll(&mut cx, &mut Silent, &mut client, None, &metrics, false)
+                .is_pending()
+        );
+        assert_eq!(client.written.len(), 3, "a short write, mid-ping");
+        // A kick lands now.
+        pump.own_close(4003, "revoked");
+        client.room = usize::MAX;
+        assert!(
+            pump.poll(&mut cx, &mut Silent, &mut client, None, &metrics, false)
+                .is_pending()
+        );
+        let mut ping = [0; MAX_CONTROL_FRAME];
+        let ping_len = frame::encode_control(Opcode::Ping, KEEPALIVE, None, &mut ping);
+        let mut close = [0; MAX_CONTROL_FRAME];
+        let (payload, len) = frame::close_payload(4003, "revoked");
+        let close_len = frame::encode_control(Opcode::Close, &payload[..len], None, &mut close);
+        let expected = [&ping[..ping_len], &close[..close_len]].concat();
+        assert_eq!(client.written, expected, "the whole ping, then the close");
+        assert!(pump.dst_closed);
+    }
+}
