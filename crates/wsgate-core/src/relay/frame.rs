@@ -7,7 +7,8 @@
 //! header, before the payload is read) and UTF-8 in text messages (as each chunk passes, so
 //! an invalid byte is never forwarded). Control frames are small and handed over whole.
 
-use std::str::Utf8Error;
+use super::utf8::Utf8;
+pub use super::violation::Violation;
 
 /// The longest frame header: 2 bytes, 8 of extended length and 4 of mask.
 pub const MAX_HEADER: usize = 14;
@@ -62,32 +63,6 @@ pub struct Header {
     pub mask: Option<[u8; 4]>,
     /// Payload length.
     pub len: u64,
-}
-
-/// Why a peer's stream was refused: each maps to the close code RFC 6455 section 7.4.1 gives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Violation {
-    Protocol(&'static str),
-    TooBig,
-    InvalidUtf8,
-}
-
-impl Violation {
-    pub fn code(self) -> u16 {
-        match self {
-            Violation::Protocol(_) => 1002,
-            Violation::TooBig => 1009,
-            Violation::InvalidUtf8 => 1007,
-        }
-    }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Violation::Protocol(_) => "protocol error",
-            Violation::TooBig => "message too big",
-            Violation::InvalidUtf8 => "invalid UTF-8",
-        }
-    }
 }
 
 /// Reads a frame header at the start of `input`; `Ok(None)` while it is incomplete.
@@ -205,65 +180,6 @@ pub fn apply_mask(bytes: &mut [u8], mask: [u8; 4], offset: u64) {
 /// Close codes a peer may send (RFC 6455 section 7.4 and the IANA registry).
 pub fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
-
-/// Incremental UTF-8 validation across chunks and frames.
-#[derive(Debug, Default, Clone)]
-pub struct Utf8 {
-    partial: [u8; 4],
-    len: u8,
-}
-
-impl Utf8 {
-    /// Checks the next chunk of a text message.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
-        if self.len > 0 {
-            let have = usize::from(self.len);
-            let width = match self.partial[0] {
-                0xc0..=0xdf => 2,
-                0xe0..=0xef => 3,
-                _ => 4,
-            };
-            let take = (width - have).min(bytes.len());
-            self.partial[have..have + take].copy_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            let now = have + take;
-            match std::str::from_utf8(&self.partial[..now]) {
-                Ok(_) => self.len = 0,
-                Err(error) if incomplete(&error) && now < width => {
-                    self.len = now as u8;
-                    return Ok(());
-                }
-                Err(_) => return Err(Violation::InvalidUtf8),
-            }
-        }
-        match std::str::from_utf8(bytes) {
-            Ok(_) => Ok(()),
-            Err(error) if incomplete(&error) => {
-                let tail = &bytes[error.valid_up_to()..];
-                self.partial[..tail.len()].copy_from_slice(tail);
-                self.len = tail.len() as u8;
-                Ok(())
-            }
-            Err(_) => Err(Violation::InvalidUtf8),
-        }
-    }
-
-    /// Checks that the message did not end inside a character, and starts over.
-    pub fn finish(&mut self) -> Result<(), Violation> {
-        let ended_inside = self.len > 0;
-        self.len = 0;
-        if ended_inside {
-            Err(Violation::InvalidUtf8)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// The input ended inside a character that could still be valid.
-fn incomplete(error: &Utf8Error) -> bool {
-    error.error_len().is_none()
 }
 
 /// What one direction requires of its frames.

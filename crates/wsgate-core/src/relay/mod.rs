@@ -34,6 +34,8 @@ pub(crate) mod busy;
 pub mod frame;
 mod pump;
 mod session;
+mod utf8;
+mod violation;
 
 use std::time::Duration;
 
