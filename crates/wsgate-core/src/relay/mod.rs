@@ -34,6 +34,7 @@ pub(crate) mod busy;
 pub mod frame;
 mod pump;
 mod session;
+mod state;
 mod utf8;
 mod violation;
 

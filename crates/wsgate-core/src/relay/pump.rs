@@ -10,7 +10,8 @@ use tokio::io::{AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::busy::ReadNow;
-use super::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step, Violation};
+use super::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step};
+use super::state::{Mode, Noted, Sink, Stop};
 use super::{KEEPALIVE, Traffic};
 use crate::config::OnLimit;
 use crate::metrics::RouteMetrics;
@@ -20,33 +21,6 @@ use crate::ratelimit::MessageLimits;
 const SMALL: usize = 512;
 /// The buffer a direction moves to when a read fills the small one, until it runs dry.
 const LARGE: usize = 16 * 1024;
-
-/// How a pump stopped forwarding.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Stop {
-    /// Its source's close frame was forwarded.
-    Closed(Option<u16>),
-    /// Its source ended without a close frame.
-    Vanished,
-    /// Its source broke the protocol.
-    Violated(Violation),
-    /// Its destination could not be written.
-    SinkFailed,
-    /// The client went over a rate with `on_limit: close`.
-    Limited,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
-    /// Relaying.
-    Forward,
-    /// Relaying only to the end of the frame in progress, then `Discard`.
-    ToBoundary,
-    /// Reading and dropping frames until the source's close frame.
-    Discard,
-    /// The source is finished with.
-    Done,
-}
 
 /// A frame of the proxy's own waiting for a frame boundary.
 pub(super) struct Own {
@@ -101,6 +75,7 @@ pub(super) struct Pump {
     /// The small buffer filled: read more before looking.
     fill: bool,
     reader: Reader,
+    /// What is done with the source.
     pub(super) mode: Mode,
     /// The destination is the backend: the proxy's frames are masked, and the client's pongs
     /// to the proxy's pings stop here.
@@ -111,22 +86,12 @@ pub(super) struct Pump {
     /// The proxy's close, waiting for `own` (partly written) to be finished.
     own_next: Option<Own>,
     unflushed: bool,
-    /// A forwarded close frame is among the bytes not yet written.
-    close_queued: bool,
-    /// The destination has been sent a close frame.
-    pub(super) dst_closed: bool,
-    /// The destination cannot be written any more.
-    pub(super) dst_dead: bool,
-    /// The source sent its close frame, ended or broke the protocol.
-    src_done: bool,
+    /// Where the destination is in the close sequence.
+    pub(super) sink: Sink,
     /// Since when a write to the destination has been waiting.
     pub(super) blocked_since: Option<Instant>,
-    /// A write went through after waiting, since the session last looked.
-    pub(super) unblocked: bool,
-    /// A data frame moved since the session last looked.
-    pub(super) active: bool,
-    /// A pong arrived since the session last looked.
-    pub(super) pong: bool,
+    /// For the session, which takes it when it looks.
+    pub(super) noted: Noted,
     /// The source will not be sent a close frame: it is read no further than a frame boundary.
     abandoned: bool,
     /// The message in progress is being dropped (`on_limit: drop`).
@@ -160,14 +125,9 @@ impl Pump {
             own: None,
             own_next: None,
             unflushed: false,
-            close_queued: false,
-            dst_closed: false,
-            dst_dead: false,
-            src_done: false,
+            sink: Sink::Open,
             blocked_since: None,
-            unblocked: false,
-            active: false,
-            pong: false,
+            noted: Noted::default(),
             abandoned: false,
             dropping: false,
             dropped: 0,
@@ -186,7 +146,7 @@ impl Pump {
     /// [`Pump::own_close`] with the payload as it goes out (empty: a close without a code).
     pub(super) fn own_close_payload(&mut self, payload: &[u8]) {
         let closing = |own: &Option<Own>| own.as_ref().is_some_and(|own| own.close);
-        if self.dst_closed || self.close_queued || closing(&self.own) || closing(&self.own_next) {
+        if !self.sink.open() || closing(&self.own) || closing(&self.own_next) {
             return;
         }
         let mask = self.to_backend.then(mask_key);
@@ -228,9 +188,9 @@ impl Pump {
 
     /// Nothing left to do for this direction.
     pub(super) fn settled(&self) -> bool {
-        let written = self.dst_dead
+        let written = self.sink.dead()
             || (self.out == self.head && self.own.is_none() && !self.unflushed && self.skip == 0);
-        written && (self.src_done || self.mode == Mode::Done)
+        written && self.mode == Mode::Done
     }
 
     /// The next `len` bytes go to the destination (after those already decided).
@@ -253,7 +213,7 @@ impl Pump {
         W: AsyncWrite + Unpin,
     {
         loop {
-            if self.dst_dead {
+            if self.sink.dead() {
                 self.out = self.head;
                 self.own = None;
                 self.own_next = None;
@@ -271,9 +231,8 @@ impl Pump {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.out += n;
                         self.wrote();
-                        if self.out == self.head && self.close_queued {
-                            self.close_queued = false;
-                            self.dst_closed = true;
+                        if self.out == self.head {
+                            self.sink.written();
                         }
                         continue;
                     }
@@ -296,7 +255,9 @@ impl Pump {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         own.written += n;
                         if own.written == own.len {
-                            self.dst_closed |= own.close;
+                            if own.close {
+                                self.sink.close_sent();
+                            }
                             self.own = self.own_next.take();
                         }
                         self.wrote();
@@ -342,8 +303,9 @@ impl Pump {
                 Poll::Ready(_) => {
                     // End of stream or a read error: the source is gone, and a frame it was
                     // sending can never be finished at the destination.
-                    self.src_done = true;
-                    self.dst_dead |= self.mid_frame;
+                    if self.mid_frame {
+                        self.sink.kill();
+                    }
                     let was = std::mem::replace(&mut self.mode, Mode::Done);
                     if was == Mode::Forward {
                         return Poll::Ready(Stop::Vanished);
@@ -385,8 +347,9 @@ impl Pump {
             let input = &self.buf.bytes()[self.head..self.tail];
             match self.reader.step(input) {
                 Err(violation) => {
-                    self.src_done = true;
-                    self.dst_dead |= self.mid_frame;
+                    if self.mid_frame {
+                        self.sink.kill();
+                    }
                     self.mode = Mode::Done;
                     if !discard {
                         return Err(Stop::Violated(violation));
@@ -438,7 +401,7 @@ impl Pump {
                     self.unreported.bytes += header.len;
                     self.forward(len);
                     self.mid_frame = !frame_end;
-                    self.active = true;
+                    self.noted.active = true;
                     continue;
                 }
                 Ok(Step::Payload {
@@ -455,7 +418,7 @@ impl Pump {
                     }
                     self.forward(len);
                     self.mid_frame = !frame_end;
-                    self.active = true;
+                    self.noted.active = true;
                     continue;
                 }
                 Ok(Step::Control {
@@ -465,28 +428,27 @@ impl Pump {
                 }) => {
                     let swallow = match header.opcode {
                         Opcode::Close => {
-                            self.src_done = true;
                             self.mode = Mode::Done;
                             if !discard {
                                 self.forward(len);
-                                self.close_queued = true;
+                                self.sink.close_queued();
                                 return Err(Stop::Closed(payload.close_code()));
                             }
                             true
                         }
                         Opcode::Pong if self.to_backend && payload.payload() == KEEPALIVE => {
                             // The answer to the proxy's own ping: asked for, so not metered.
-                            self.pong = true;
+                            self.noted.pong = true;
                             true
                         }
                         _ if discard => {
-                            self.pong |= header.opcode == Opcode::Pong;
+                            self.noted.pong |= header.opcode == Opcode::Pong;
                             true
                         }
                         // Pings and pongs cost the backend as much as small messages do:
                         // they take from the same budgets.
                         _ => {
-                            self.pong |= header.opcode == Opcode::Pong;
+                            self.noted.pong |= header.opcode == Opcode::Pong;
                             match limits.map(|limits| (limits, limits.admit(header.len))) {
                                 Some((limits, Err(exceeded))) => {
                                     metrics.rate_limited(exceeded.kind());
@@ -526,7 +488,7 @@ impl Pump {
 
     fn wrote(&mut self) {
         self.unflushed = true;
-        self.unblocked |= self.blocked_since.take().is_some();
+        self.noted.unblocked |= self.blocked_since.take().is_some();
     }
 
     fn blocked(&mut self) -> Poll<Stop> {
@@ -535,14 +497,14 @@ impl Pump {
     }
 
     fn sink_failed(&mut self) -> Poll<Stop> {
-        self.dst_dead = true;
+        self.sink.kill();
         self.blocked_since = None;
         Poll::Ready(Stop::SinkFailed)
     }
 
     /// Nothing to read: flush what was written.
     fn idle<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, dst: &mut W) -> Poll<Stop> {
-        if self.unflushed && !self.dst_dead {
+        if self.unflushed && !self.sink.dead() {
             match Pin::new(&mut *dst).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Pending => return self.blocked(),
@@ -673,6 +635,6 @@ mod tests {
         let close_len = frame::encode_control(Opcode::Close, &payload[..len], None, &mut close);
         let expected = [&ping[..ping_len], &close[..close_len]].concat();
         assert_eq!(client.written, expected, "the whole ping, then the close");
-        assert!(pump.dst_closed);
+        assert!(pump.sink.closed());
     }
 }

@@ -12,7 +12,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::busy::{ReadNow, Relaying};
 use super::frame::{Opcode, Rules};
-use super::pump::{Mode, Own, Pump, Stop};
+use super::pump::{Own, Pump};
+use super::state::{Mode, Stop};
 use super::{ABNORMAL, KEEPALIVE, Outcome, Policy};
 use crate::metrics::RouteMetrics;
 use crate::registry::Kick;
@@ -232,8 +233,8 @@ where
             // A peer whose stream broke mid-frame, or vanished, can be sent no close frame:
             // none will come back from it, so its source is read only as far as a frame
             // boundary (for the other peer's close) and then dropped.
-            if self.up.dst_dead && !self.up.dst_closed && self.down.abandon()
-                || self.down.dst_dead && !self.down.dst_closed && self.up.abandon()
+            if self.up.sink.cut_off() && self.down.abandon()
+                || self.down.sink.cut_off() && self.up.abandon()
             {
                 continue;
             }
@@ -271,13 +272,14 @@ where
                 self.down_stopped(stop);
                 continue;
             }
-            if std::mem::take(&mut self.up.active) | std::mem::take(&mut self.down.active) {
+            let up = std::mem::take(&mut self.up.noted);
+            if up.active | std::mem::take(&mut self.down.noted).active {
                 self.last_activity = Instant::now();
             }
-            if std::mem::take(&mut self.up.pong) {
+            if up.pong {
                 self.awaiting_pong = None;
             }
-            if std::mem::take(&mut self.up.unblocked) {
+            if up.unblocked {
                 // The client's pong may have waited behind its data: its deadline, paused
                 // while the backend took nothing, starts again.
                 let now = Instant::now();
@@ -416,7 +418,7 @@ where
         self.begin(first);
         self.up.mode = Mode::Done;
         self.up.own_close(1001, "going away");
-        self.down.dst_dead = true;
+        self.down.sink.kill();
         self.down.discard();
     }
 
@@ -467,7 +469,7 @@ where
                 if violated {
                     self.up.own_close(1002, "protocol error");
                 } else {
-                    self.up.dst_dead = true;
+                    self.up.sink.kill();
                 }
                 self.up.discard();
             }
