@@ -32,6 +32,8 @@
 
 pub(crate) mod busy;
 pub mod frame;
+mod outside;
+mod own;
 mod pump;
 mod session;
 mod state;

@@ -1,16 +1,15 @@
 //! One direction of the session: reads its source, checks each frame as it passes, and writes
 //! its destination, with the proxy's own frames (pings, closes) slipped in between frames.
 
-use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::busy::ReadNow;
-use super::frame::{self, MAX_CONTROL_FRAME, Opcode, Reader, Rules, Step};
+use super::frame::{self, Opcode, Reader, Rules, Step};
+use super::own::{Own, mask_key};
 use super::state::{Mode, Noted, Sink, Stop};
 use super::{KEEPALIVE, Traffic};
 use crate::config::OnLimit;
@@ -21,27 +20,6 @@ use crate::ratelimit::MessageLimits;
 const SMALL: usize = 512;
 /// The buffer a direction moves to when a read fills the small one, until it runs dry.
 const LARGE: usize = 16 * 1024;
-
-/// A frame of the proxy's own waiting for a frame boundary.
-pub(super) struct Own {
-    bytes: [u8; MAX_CONTROL_FRAME],
-    len: usize,
-    written: usize,
-    close: bool,
-}
-
-impl Own {
-    pub(super) fn new(opcode: Opcode, payload: &[u8], mask: Option<[u8; 4]>, close: bool) -> Own {
-        let mut bytes = [0; MAX_CONTROL_FRAME];
-        let len = frame::encode_control(opcode, payload, mask, &mut bytes);
-        Own {
-            bytes,
-            len,
-            written: 0,
-            close,
-        }
-    }
-}
 
 /// A direction's bytes: a small buffer inside the task, a large one while data streams.
 struct Buffer {
@@ -515,14 +493,6 @@ impl Pump {
     }
 }
 
-/// A masking key for the proxy's own frames to the backend.
-fn mask_key() -> [u8; 4] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = std::collections::hash_map::RandomState::new()
-        .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
-    (seed as u32).to_ne_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -532,6 +502,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
+    use crate::relay::frame::MAX_CONTROL_FRAME;
 
     /// A client that has sent nothing.
     struct Silent;
