@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
 /// The sessions relaying on one server, which decide whether a session may busy-poll.
 #[derive(Debug)]
-pub struct Relaying {
+pub(crate) struct Relaying {
     sessions: AtomicUsize,
     /// Busy polling is for when fewer sessions than this relay (the runtime's worker threads,
     /// so at least one is left for everything else; a single-threaded proxy never spins).
@@ -33,7 +33,7 @@ pub struct Relaying {
 }
 
 impl Relaying {
-    pub fn new(workers: usize) -> Relaying {
+    pub(crate) fn new(workers: usize) -> Relaying {
         Relaying {
             sessions: AtomicUsize::new(0),
             workers,
@@ -60,12 +60,16 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// A stream a busy-polling session can read without waiting for the runtime to see it ready.
-pub trait ReadNow: AsyncRead + AsyncWrite + Unpin {
+/// A stream the relay can carry. A busy-polling session reads it without waiting for the
+/// runtime to see it ready where the stream allows that (a socket); any other stream takes the
+/// default, which never reads directly.
+pub(crate) trait ReadNow: AsyncRead + AsyncWrite + Unpin {
     /// Reads what the socket holds now into `buf`. `None`: nothing yet, or this stream cannot
     /// be read so (the caller waits for the runtime as usual). `Some(Ok(()))` with nothing put
     /// in `buf` is the end of the stream, as from `poll_read`.
-    fn read_now(&mut self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>>;
+    fn read_now(&mut self, _buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+        None
+    }
 }
 
 /// `None` for "would block" (or a signal), the outcome otherwise.
@@ -112,11 +116,10 @@ impl ReadNow for TlsStream<TcpStream> {
 }
 
 /// hyper's upgrade wrapper, when its socket could not be taken out: no reads past it.
-impl ReadNow for TokioIo<Upgraded> {
-    fn read_now(&mut self, _buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
-        None
-    }
-}
+impl ReadNow for TokioIo<Upgraded> {}
+
+/// An in-memory stream (the relay's unit tests): read only through the runtime.
+impl ReadNow for DuplexStream {}
 
 impl<L: ReadNow, R: ReadNow> ReadNow for Either<L, R> {
     fn read_now(&mut self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {

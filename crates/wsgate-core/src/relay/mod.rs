@@ -99,7 +99,7 @@ pub struct Traffic {
 /// Relays until either side closes or a limit, timer or `shutdown` ends the session.
 /// With each stream come the bytes its peer sent before the relay took over; they are copied
 /// and the buffer holding them (hyper's whole read buffer) is let go at once.
-pub async fn run<C, B>(
+pub(crate) async fn run<C, B>(
     client: (C, Bytes),
     backend: (B, Bytes),
     metrics: &RouteMetrics,
