@@ -142,3 +142,338 @@ async fn kicked(mut receiver: watch::Receiver<Option<Kick>>) -> Kick {
         }
     }
 }
+
+/// The session over in-memory streams: the test plays the client and the backend.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, DuplexStream, duplex};
+    use tokio::task::JoinHandle;
+
+    use super::frame::{self, MAX_CONTROL_FRAME, Opcode};
+    use super::session::CLOSE_TIMEOUT;
+    use super::*;
+    use crate::config::Limits;
+    use crate::metrics::Metrics;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    const TEXT: u8 = 0x1;
+    const BINARY: u8 = 0x2;
+    const CLOSE: u8 = 0x8;
+
+    /// The peers' ends of a running session.
+    struct Peers {
+        client: DuplexStream,
+        backend: DuplexStream,
+        shutdown: CancellationToken,
+        session: JoinHandle<Outcome>,
+    }
+
+    /// Starts a session whose streams each hold `capacity` bytes in flight.
+    fn start(capacity: usize) -> Peers {
+        let (client, client_proxy) = duplex(capacity);
+        let (backend, backend_proxy) = duplex(capacity);
+        let shutdown = CancellationToken::new();
+        let cancelled = shutdown.clone();
+        let session = tokio::spawn(async move {
+            let metrics = Arc::new(Metrics::new()).route("test");
+            let (_kick, kicked) = watch::channel(None);
+            let limits = Limits::default();
+            let policy = Policy {
+                limits: MessageLimits::new(&limits),
+                timeouts: Timeouts::default(),
+                max_message_size: limits.max_message_size,
+                expires: None,
+                kicked,
+                busy_poll: Duration::ZERO,
+            };
+            let relaying = Relaying::new(1);
+            let client = (client_proxy, Bytes::new());
+            let backend = (backend_proxy, Bytes::new());
+            run(client, backend, &metrics, &cancelled, &policy, &relaying).await
+        });
+        Peers {
+            client,
+            backend,
+            shutdown,
+            session,
+        }
+    }
+
+    /// A data frame, whole; masked (with `KEY`) when it comes from the client.
+    fn data(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mask_bit = if masked { 0x80 } else { 0 };
+        let mut bytes = vec![0x80 | opcode];
+        match u16::try_from(payload.len()) {
+            Ok(len @ 0..=125) => bytes.push(mask_bit | len as u8),
+            Ok(len) => {
+                bytes.push(mask_bit | 126);
+                bytes.extend_from_slice(&len.to_be_bytes());
+            }
+            Err(_) => panic!("test frames are small"),
+        }
+        let mut payload = payload.to_vec();
+        if masked {
+            bytes.extend_from_slice(&KEY);
+            frame::apply_mask(&mut payload, KEY, 0);
+        }
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    /// A close frame with `code`; masked (with `KEY`) when it comes from the client.
+    fn close(code: u16, masked: bool) -> Vec<u8> {
+        let (payload, len) = frame::close_payload(code, "");
+        let mut bytes = [0; MAX_CONTROL_FRAME];
+        let len = frame::encode_control(
+            Opcode::Close,
+            &payload[..len],
+            masked.then_some(KEY),
+            &mut bytes,
+        );
+        bytes[..len].to_vec()
+    }
+
+    /// The next frame's opcode and unmasked payload; `None` at the end of the stream.
+    async fn next_frame(stream: &mut DuplexStream) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0; 2];
+        stream.read_exact(&mut head).await.ok()?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut len = [0; 2];
+                stream.read_exact(&mut len).await.ok()?;
+                usize::from(u16::from_be_bytes(len))
+            }
+            127 => panic!("test frames are small"),
+            len => usize::from(len),
+        };
+        let mut key = [0; 4];
+        if head[1] & 0x80 != 0 {
+            stream.read_exact(&mut key).await.ok()?;
+        }
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).await.ok()?;
+        frame::apply_mask(&mut payload, key, 0);
+        Some((head[0] & 0x0f, payload))
+    }
+
+    /// The close code in a close frame's payload.
+    fn code(payload: &[u8]) -> u16 {
+        u16::from_be_bytes([payload[0], payload[1]])
+    }
+
+    /// Everything left in the stream, up to its end.
+    async fn rest(stream: &mut DuplexStream) -> Vec<u8> {
+        let mut rest = Vec::new();
+        stream
+            .read_to_end(&mut rest)
+            .await
+            .expect("read to the end");
+        rest
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_client_closes_the_backend_answers_and_both_connections_end() {
+        let mut peers = start(4096);
+        let hello = data(TEXT, b"hello", true);
+        peers.client.write_all(&hello).await.expect("write");
+        let mut forwarded = vec![0; hello.len()];
+        peers
+            .backend
+            .read_exact(&mut forwarded)
+            .await
+            .expect("read");
+        assert_eq!(forwarded, hello, "forwarded as it came, still masked");
+        let reply = data(TEXT, b"world", false);
+        peers.backend.write_all(&reply).await.expect("write");
+        let frame = next_frame(&mut peers.client).await;
+        assert_eq!(frame, Some((TEXT, b"world".to_vec())));
+
+        peers
+            .client
+            .write_all(&close(1000, true))
+            .await
+            .expect("write");
+        let frame = next_frame(&mut peers.backend).await.expect("the close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1000));
+        peers
+            .backend
+            .write_all(&close(1000, false))
+            .await
+            .expect("write");
+        let frame = next_frame(&mut peers.client).await.expect("the answer");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1000));
+
+        let started = Instant::now();
+        let outcome = peers.session.await.expect("the session");
+        assert!(started.elapsed() < CLOSE_TIMEOUT, "no wait for the timeout");
+        assert_eq!(
+            (outcome.code, outcome.by, outcome.reason),
+            (1000, "client", "client closed")
+        );
+        assert_eq!(
+            outcome.up,
+            Traffic {
+                messages: 1,
+                bytes: 5
+            }
+        );
+        assert_eq!(
+            outcome.down,
+            Traffic {
+                messages: 1,
+                bytes: 5
+            }
+        );
+        assert!(rest(&mut peers.client).await.is_empty(), "the client's end");
+        assert!(
+            rest(&mut peers.backend).await.is_empty(),
+            "the backend's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_proxys_own_close_gives_up_on_silent_peers_after_the_close_timeout() {
+        let mut peers = start(4096);
+        let started = Instant::now();
+        peers.shutdown.cancel();
+        let frame = next_frame(&mut peers.client)
+            .await
+            .expect("the client's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1001));
+        let frame = next_frame(&mut peers.backend)
+            .await
+            .expect("the backend's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1001));
+        // Neither peer answers.
+        let outcome = peers.session.await.expect("the session");
+        assert!(
+            started.elapsed() >= CLOSE_TIMEOUT,
+            "the peers had their time"
+        );
+        assert!(started.elapsed() < CLOSE_TIMEOUT * 2);
+        assert_eq!(
+            (outcome.code, outcome.by, outcome.reason),
+            (1001, "proxy", "shutting down")
+        );
+        assert!(rest(&mut peers.client).await.is_empty(), "the client's end");
+        assert!(
+            rest(&mut peers.backend).await.is_empty(),
+            "the backend's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_ends_inside_a_frame_ends_the_session_at_once() {
+        let mut peers = start(4096);
+        let whole = data(BINARY, &[7; 100], false);
+        let part = &whole[..12];
+        peers.backend.write_all(part).await.expect("write");
+        let mut forwarded = vec![0; part.len()];
+        peers.client.read_exact(&mut forwarded).await.expect("read");
+        assert_eq!(forwarded, part);
+        let started = Instant::now();
+        drop(peers.backend);
+        let outcome = peers.session.await.expect("the session");
+        assert!(started.elapsed() < CLOSE_TIMEOUT, "no close is awaited");
+        assert_eq!(
+            (outcome.code, outcome.by, outcome.reason),
+            (1014, "backend", "backend vanished")
+        );
+        // The client is mid-frame: it gets no close frame, only the end of its connection.
+        assert!(rest(&mut peers.client).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_text_found_mid_payload_closes_the_client_and_cuts_the_backend() {
+        let mut peers = start(4096);
+        let mut text = b"valid".to_vec();
+        text.extend_from_slice(&[0xff; 5]);
+        let whole = data(TEXT, &text, true);
+        // The header and the valid half, and once they are forwarded the invalid half.
+        let (valid, invalid) = whole.split_at(whole.len() - 5);
+        peers.client.write_all(valid).await.expect("write");
+        let mut forwarded = vec![0; valid.len()];
+        peers
+            .backend
+            .read_exact(&mut forwarded)
+            .await
+            .expect("read");
+        assert_eq!(forwarded, valid);
+        peers.client.write_all(invalid).await.expect("write");
+
+        let frame = next_frame(&mut peers.client)
+            .await
+            .expect("the client's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1007));
+        let started = Instant::now();
+        let outcome = peers.session.await.expect("the session");
+        assert!(started.elapsed() < CLOSE_TIMEOUT, "no close is awaited");
+        assert_eq!(
+            (outcome.code, outcome.by, outcome.reason),
+            (1007, "client", "client protocol error")
+        );
+        // The backend is mid-frame: nothing more, no close frame, only the end.
+        assert!(rest(&mut peers.backend).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_reads_nothing_stops_the_client_being_read() {
+        const CAPACITY: usize = 1024;
+        const MESSAGES: usize = 100;
+        let mut peers = start(CAPACITY);
+        let message = data(BINARY, &[1; 1000], true);
+        let (mut client_reader, mut client) = tokio::io::split(peers.client);
+        let written = Arc::new(AtomicUsize::new(0));
+        let writer = tokio::spawn({
+            let (message, written) = (message.clone(), written.clone());
+            async move {
+                for _ in 0..MESSAGES {
+                    client.write_all(&message).await.expect("write");
+                    written.fetch_add(message.len(), Ordering::Relaxed);
+                }
+                client
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let taken = written.load(Ordering::Relaxed);
+        // What the backend's stream holds, the pump's large buffer and the client's stream.
+        let bound = CAPACITY + 16 * 1024 + CAPACITY;
+        assert!(taken > 0, "data went through at first");
+        assert!(
+            taken <= bound,
+            "{taken} bytes taken while the backend read nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            written.load(Ordering::Relaxed),
+            taken,
+            "the client is not read on"
+        );
+        assert!(!writer.is_finished());
+
+        // The backend reads: everything comes through, as it was sent.
+        let mut received = vec![0; MESSAGES * message.len()];
+        peers.backend.read_exact(&mut received).await.expect("read");
+        assert_eq!(received, message.repeat(MESSAGES));
+        let mut client = writer.await.expect("the writer");
+        client.write_all(&close(1000, true)).await.expect("write");
+        let frame = next_frame(&mut peers.backend).await.expect("the close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1000));
+        peers
+            .backend
+            .write_all(&close(1000, false))
+            .await
+            .expect("write");
+        let mut answer = vec![0; 4];
+        client_reader
+            .read_exact(&mut answer)
+            .await
+            .expect("the answer");
+        assert_eq!(answer, close(1000, false));
+        let outcome = peers.session.await.expect("the session");
+        assert_eq!(outcome.up.messages, MESSAGES as u64);
+    }
+}

@@ -19,7 +19,7 @@ use crate::metrics::RouteMetrics;
 use crate::registry::Kick;
 
 /// How long the peers get to finish the closing handshake once the session ends.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What ended the session first.
 #[derive(Debug)]
