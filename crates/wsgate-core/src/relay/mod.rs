@@ -29,6 +29,11 @@
 //! - A peer whose stream was left mid-frame (a frame found invalid after its header went out,
 //!   or its source gone mid-frame) can be sent no close frame, so none is awaited from it:
 //!   the other peer gets its close at once and the session ends, ending both connections.
+//!
+//! The files: [`session`] polls the two pumps with the session's timer and sequences the
+//! closes; [`pump`] is one direction, its state machine in [`state`]; [`frame`] (with
+//! [`violation`] and [`utf8`]) checks frames as they pass; [`own`] holds the proxy's own
+//! frames; [`outside`] tells the drain's and kicks' wake-ups apart; [`busy`] is busy polling.
 
 pub(crate) mod busy;
 pub mod frame;
