@@ -64,10 +64,10 @@ use crate::registry::Kick;
 const KEEPALIVE: &[u8] = b"wsgate";
 
 /// The close code recorded when a peer vanished without a close frame (never sent on the wire).
-pub const ABNORMAL: u16 = 1006;
+const ABNORMAL: u16 = 1006;
 
 /// What governs one session besides its two sockets.
-pub struct Policy {
+pub(crate) struct Policy {
     /// Client-to-backend rates.
     pub limits: MessageLimits,
     pub timeouts: Timeouts,
@@ -83,7 +83,7 @@ pub struct Policy {
 
 /// How a session ended, for the access log and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The close code the client received or sent (1006 when it vanished).
     pub code: u16,
     /// Who ended the session: `client`, `backend` or `proxy`.
@@ -96,7 +96,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     pub messages: u64,
     pub bytes: u64,
 }
