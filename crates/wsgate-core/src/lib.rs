@@ -21,9 +21,15 @@
 //!              respond.rs     the HTTP answer: refusal, the backend's refusal, or the 101
 //!              session.rs     register, relay, wrap up (metrics, registry, subject slot)
 //!              access_log.rs  one line per refusal and per closed session, tokens redacted
-//! session    relay            frames both ways, limits, ping/idle, expiry, kicks, closes
-//!            frame            frame headers and RFC 6455 rules, checked as bytes pass
-//!            busy             busy polling on a nearly idle proxy
+//! session    relay/           the live session: frames both ways, limits, ping/idle, expiry,
+//!                             kicks, the close sequence
+//!              mod.rs         run(), Policy, Outcome
+//!              session.rs     the two pumps, the timers, the close sequence
+//!              pump.rs        one direction; state.rs: its state machine (Mode, Sink, Stop)
+//!              frame.rs       frame headers and RFC 6455 rules, checked as bytes pass
+//!                             (with violation.rs and utf8.rs)
+//!              own.rs         the proxy's own frames; outside.rs: drain and kick wake-ups
+//!              busy.rs        busy polling on a nearly idle proxy (direct socket reads)
 //! policy     auth/            token transports, JWKS providers, JWT verification, claims
 //!            origin.rs        the Origin check          peer.rs    client address, XFF
 //!            router.rs        host + path-prefix routes path.rs    the request path rule
