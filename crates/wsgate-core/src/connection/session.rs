@@ -16,7 +16,9 @@ use crate::ratelimit::MessageLimits;
 use crate::relay;
 use crate::shared::Shared;
 
-pub(super) async fn run(shared: &Shared, pending: Pending, peer: SocketAddr) {
+/// `span` is the connection's: the session records its id in it and logs inside it, but the
+/// relay runs outside it (see [`super::run`]).
+pub(super) async fn run(shared: &Shared, pending: Pending, peer: SocketAddr, span: &Span) {
     let Pending {
         entry,
         principal,
@@ -32,16 +34,16 @@ pub(super) async fn run(shared: &Shared, pending: Pending, peer: SocketAddr) {
     let route = entry.route.name.as_str();
     let client = match client.await {
         Ok(client) => client,
-        Err(error) => return debug!(%error, "client upgrade failed"),
+        Err(error) => return span.in_scope(|| debug!(%error, "client upgrade failed")),
     };
-    trace!("relaying");
+    span.in_scope(|| trace!("relaying"));
     let (client, client_early) = bare::<TlsStream<TcpStream>>(client);
     let (backend, backend_early) = bare::<TcpStream>(backend.into_inner());
     entry.metrics.active.inc();
     let registration = shared
         .registry
         .register(route, principal.clone(), peer, origin);
-    Span::current().record("session", registration.session.id);
+    span.record("session", registration.session.id);
     // A reload that swapped the configuration after the request was judged listed the live
     // sessions before this one was among them: apply its verdict here.
     shared.current.recheck(&judged, &registration.session);
@@ -72,7 +74,7 @@ pub(super) async fn run(shared: &Shared, pending: Pending, peer: SocketAddr) {
     entry.metrics.closed(outcome.code, lasted);
     // A subject is the issuer's text: written like a path, so no token-shaped text gets out.
     let sub = access_log::logged_path(principal.sub.as_deref().unwrap_or(""));
-    access_log::closed(peer, route, &sub, &outcome, lasted);
+    span.in_scope(|| access_log::closed(peer, route, &sub, &outcome, lasted));
 }
 
 /// The socket under hyper's upgrade wrapper (hyper hands back the type it was given), so the

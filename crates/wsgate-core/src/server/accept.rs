@@ -1,12 +1,12 @@
 //! Admission at accept, before any TLS work: the address's place among connections not
 //! upgraded yet, then a global connection permit (or one of the few 503 answers over the cap).
-//! Then the connection's task is spawned, with its tracing span.
+//! Then the connection's task is spawned.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tracing::{Instrument, debug};
+use tracing::debug;
 
 use crate::connection::{self, Admission};
 use crate::peer;
@@ -44,7 +44,8 @@ pub(super) fn admit(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         },
     };
     let shared = shared.clone();
-    shared.tracker.clone().spawn(
-        connection::run(shared, tcp, peer, permit, pre_upgrade).instrument(connection::span(peer)),
-    );
+    shared
+        .tracker
+        .clone()
+        .spawn(connection::run(shared, tcp, peer, permit, pre_upgrade));
 }
