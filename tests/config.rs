@@ -404,3 +404,34 @@ fn unknown_keys_type_errors_and_missing_keys_are_all_reported_at_once() {
     }
     assert_eq!(found.len(), 6, "one problem each: {found:#?}");
 }
+
+#[test]
+fn max_session_is_off_by_default_parsed_and_validated() {
+    let pki = Pki::new();
+    let config = Config::parse(&valid(&pki), pki.dir.path(), &|_| None).expect("valid");
+    assert_eq!(config.routes[0].timeouts.max_session, None);
+    let capped = valid(&pki).replace(
+        "    origins: any\n",
+        "    origins: any\n    timeouts:\n      max_session: 8h\n",
+    );
+    let config = Config::parse(&capped, pki.dir.path(), &|_| None).expect("valid");
+    assert_eq!(
+        config.routes[0].timeouts.max_session,
+        Some(std::time::Duration::from_secs(8 * 3600))
+    );
+    for (value, expected) in [
+        ("forever", "\"forever\": expected a duration"),
+        ("0s", "\"0s\": must be greater than zero"),
+    ] {
+        let yaml = valid(&pki).replace(
+            "    origins: any\n",
+            &format!("    origins: any\n    timeouts:\n      max_session: {value}\n"),
+        );
+        let found = problems(&yaml, pki.dir.path());
+        let expected = format!("routes[0].timeouts.max_session (line 17): {expected}");
+        assert!(
+            found.iter().any(|p| p.contains(&expected)),
+            "expected {expected:?}, got {found:#?}"
+        );
+    }
+}

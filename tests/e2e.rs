@@ -14,6 +14,7 @@ mod forwarding;
 mod jwks;
 mod leakage;
 mod lifecycle;
+mod lifetime;
 mod origins;
 mod refusals;
 mod relay;

@@ -249,6 +249,9 @@ pub struct Timeouts {
     /// data for this long is closed as well (it would hold the backend's output in memory).
     pub pong_timeout: Duration,
     pub backend_connect: Duration,
+    /// A session is closed (1001 `session limit`) this long after it began, whatever its
+    /// token says; `None` (the default): no cap.
+    pub max_session: Option<Duration>,
 }
 
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
@@ -262,6 +265,7 @@ impl Default for Timeouts {
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             backend_connect: DEFAULT_BACKEND_CONNECT,
+            max_session: None,
         }
     }
 }

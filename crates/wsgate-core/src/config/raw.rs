@@ -89,6 +89,7 @@ pub struct Timeouts {
     pub ping_interval: Option<Scalar>,
     pub pong_timeout: Option<Scalar>,
     pub backend_connect: Option<Scalar>,
+    pub max_session: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

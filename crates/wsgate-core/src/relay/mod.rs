@@ -15,7 +15,8 @@
 //!   first frame; a later fragment over the byte budget closes, as it cannot be withdrawn).
 //!   A client ping or pong is metered as a message of its own (except the pong to the proxy's
 //!   keepalive ping); close frames are not.
-//! - No data frame either way for `idle` closes both sides with 1001 `idle timeout`.
+//! - No data frame either way for `idle` closes both sides with 1001 `idle timeout`; a session
+//!   `max_session` old is closed with 1001 `session limit`, whatever its token says.
 //! - Each direction reads into a small buffer inside the task and moves to a 16 KiB one only
 //!   while data streams, so an idle session holds no buffer of its own. What one read brings
 //!   is written with one write, flushed when the source runs dry. A slow reader

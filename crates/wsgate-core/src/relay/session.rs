@@ -1,5 +1,5 @@
-//! The session: the two pumps, the one timer (idle, pings and pongs, expiry, the close
-//! deadline), the drain and kicks from outside, and the close sequence between the peers.
+//! The session: the two pumps, the one timer (idle, pings and pongs, expiry, the session
+//! cap, the close deadline), the drain and kicks from outside, and the close sequence between the peers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +30,8 @@ enum First {
     PongTimeout,
     Shutdown,
     Expired,
+    /// `timeouts.max_session` reached.
+    Capped,
     Idle,
     Kicked(Kick),
 }
@@ -54,6 +56,7 @@ fn describe(first: &First) -> (u16, &'static str, &'static str) {
         First::Idle => (1001, "proxy", "idle timeout"),
         First::Shutdown => (1001, "proxy", "shutting down"),
         First::Expired => (4001, "proxy", "token expired"),
+        First::Capped => (1001, "proxy", "session limit"),
         First::Kicked(kick) => (kick.code, "proxy", kick.reason),
         First::Down(Stop::Limited) => (ABNORMAL, "proxy", "unexpected"),
     }
@@ -67,6 +70,8 @@ pub(super) struct Session<'a, C, B> {
     first: Option<First>,
     metrics: &'a RouteMetrics,
     policy: &'a Policy,
+    /// When `timeouts.max_session` ends the session (`None`: never).
+    capped: Option<Instant>,
     /// The session's one timer, armed for the earliest deadline below.
     sleep: Pin<Box<Sleep>>,
     armed: Instant,
@@ -131,6 +136,8 @@ where
             first: None,
             metrics,
             policy,
+            // A cap too far away to be represented is no cap.
+            capped: timeouts.max_session.and_then(|max| now.checked_add(max)),
             sleep: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
             armed: now + timeouts.idle,
             fired: false,
@@ -288,6 +295,9 @@ where
         if let Some(expires) = self.policy.expires {
             next = next.min(expires);
         }
+        if let Some(capped) = self.capped {
+            next = next.min(capped);
+        }
         if let Some(sent) = self.awaiting_pong
             && self.up.blocked_since.is_none()
         {
@@ -307,6 +317,8 @@ where
         let timeouts = self.policy.timeouts;
         if self.policy.expires.is_some_and(|at| now >= at) {
             self.proxy_close(First::Expired);
+        } else if self.capped.is_some_and(|at| now >= at) {
+            self.proxy_close(First::Capped);
         } else if self
             .down
             .blocked_since
@@ -351,6 +363,7 @@ where
         let (code, reason) = match &first {
             First::Up(Stop::Limited) => (1008, "rate limit"),
             First::Expired => (4001, "token expired"),
+            First::Capped => (1001, "session limit"),
             First::Idle | First::PongTimeout => (1001, "idle timeout"),
             First::Kicked(kick) => (kick.code, kick.reason),
             _ => (1001, "going away"),

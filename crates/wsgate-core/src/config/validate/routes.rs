@@ -178,6 +178,10 @@ impl Validator<'_> {
         };
         let t = &timeouts.value;
         let field = |name: &str| format!("{path}.timeouts.{name}");
+        let max_session = t
+            .max_session
+            .as_ref()
+            .and_then(|max| self.value(&field("max_session"), max, positive_duration));
         Timeouts {
             idle: self.optional(&field("idle"), &t.idle, defaults.idle, positive_duration),
             ping_interval: self.optional(
@@ -198,6 +202,7 @@ impl Validator<'_> {
                 defaults.backend_connect,
                 positive_duration,
             ),
+            max_session,
         }
     }
 
