@@ -435,3 +435,34 @@ fn max_session_is_off_by_default_parsed_and_validated() {
         );
     }
 }
+
+#[test]
+fn max_token_lifetime_is_off_by_default_parsed_and_validated() {
+    let pki = Pki::new();
+    let config = Config::parse(&valid(&pki), pki.dir.path(), &|_| None).expect("valid");
+    assert_eq!(config.routes[0].auth.max_token_lifetime, None);
+    let ceiling = valid(&pki).replace(
+        "      provider: corp\n",
+        "      provider: corp\n      max_token_lifetime: 24h\n",
+    );
+    let config = Config::parse(&ceiling, pki.dir.path(), &|_| None).expect("valid");
+    assert_eq!(
+        config.routes[0].auth.max_token_lifetime,
+        Some(std::time::Duration::from_secs(24 * 3600))
+    );
+    for (value, expected) in [
+        ("a day", "\"a day\": expected a duration"),
+        ("0s", "\"0s\": must be greater than zero"),
+    ] {
+        let yaml = valid(&pki).replace(
+            "      provider: corp\n",
+            &format!("      provider: corp\n      max_token_lifetime: {value}\n"),
+        );
+        let found = problems(&yaml, pki.dir.path());
+        let expected = format!("routes[0].auth.max_token_lifetime (line 15): {expected}");
+        assert!(
+            found.iter().any(|p| p.contains(&expected)),
+            "expected {expected:?}, got {found:#?}"
+        );
+    }
+}

@@ -78,3 +78,89 @@ async fn max_session_closes_the_session_with_1001_session_limit() {
     drop(open);
     proxy.shutdown().await;
 }
+
+/// A bearer header line for alice's token expiring `exp_in` seconds from now, with `iat` now
+/// or without one.
+fn bearer_line(exp_in: u64, with_iat: bool) -> String {
+    let mut c = claims("alice");
+    c["exp"] = serde_json::json!(now() + exp_in);
+    if !with_iat {
+        c.as_object_mut().expect("claims").remove("iat");
+    }
+    format!("Authorization: Bearer {}\r\n", sign(&keys()[0], &c))
+}
+
+// One thread, so the log capture sees the proxy's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn max_token_lifetime_refuses_long_lived_tokens_at_the_upgrade() {
+    let (capture, _guard) = LogCapture::start();
+    let backend = EchoBackend::start(&[]).await;
+    let ceiling = route("ceiling", "/ceiling", &backend.url()).replace(
+        "      provider: test\n",
+        "      provider: test\n      max_token_lifetime: 1h\n",
+    );
+    let routes = ceiling + &route("open", "/open", &backend.url());
+    let proxy = TestProxy::start_full(Setup {
+        routes,
+        ..Setup::default()
+    })
+    .await;
+    const HOUR: u64 = 3600;
+    // iat now, exp in two hours: over the ceiling, refused before the backend is contacted.
+    let answer = proxy
+        .raw(&upgrade_request("/ceiling", &bearer_line(2 * HOUR, true)))
+        .await;
+    assert_eq!(status(&answer), 401, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer realm=\"wsgate\", error=\"invalid_token\""),
+        "{answer}"
+    );
+    assert_eq!(backend.seen().len(), 0, "the backend was contacted");
+    let metrics = proxy.metrics().await;
+    let series = r#"wsgate_auth_failures_total{route="ceiling",reason="token_lifetime"}"#;
+    assert_eq!(sample(&metrics, series), 1.0, "{metrics}");
+    let logs = capture.text();
+    let logged: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("refused") && line.contains("token_lifetime"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logs}");
+    // Without iat the lifetime is judged from now: two hours is refused too.
+    let answer = proxy
+        .raw(&upgrade_request("/ceiling", &bearer_line(2 * HOUR, false)))
+        .await;
+    assert_eq!(status(&answer), 401, "{answer}");
+    assert_eq!(backend.seen().len(), 0, "the backend was contacted");
+    // Thirty minutes is under the ceiling, with iat or without.
+    for with_iat in [true, false] {
+        let line = bearer_line(30 * 60, with_iat);
+        let bearer = line
+            .trim_start_matches("Authorization: ")
+            .trim_end()
+            .to_owned();
+        let (mut ws, _) = proxy
+            .connect_with("/ceiling", &[("authorization", &bearer)])
+            .await
+            .unwrap_or_else(|e| panic!("with iat {with_iat}: {e}"));
+        ws.send(Message::text("short")).await.expect("send");
+        assert_eq!(next(&mut ws).await, Message::text("short"));
+    }
+    // A route without the key accepts the two-hour token.
+    let line = bearer_line(2 * HOUR, true);
+    let bearer = line
+        .trim_start_matches("Authorization: ")
+        .trim_end()
+        .to_owned();
+    let (mut ws, _) = proxy
+        .connect_with("/open", &[("authorization", &bearer)])
+        .await
+        .expect("upgrade");
+    ws.send(Message::text("long")).await.expect("send");
+    assert_eq!(next(&mut ws).await, Message::text("long"));
+    let metrics = proxy.metrics().await;
+    assert_eq!(sample(&metrics, series), 2.0, "{metrics}");
+    drop(ws);
+    proxy.shutdown().await;
+}

@@ -262,6 +262,7 @@ async fn bind_preferring(
                 require_claims: vec![("scope".to_owned(), vec!["chat:read".to_owned()])],
                 forward_claims: vec![("sub".to_owned(), HeaderName::from_static("x-auth-subject"))],
                 on_expiry: OnExpiry::Close,
+                max_token_lifetime: None,
             },
             // The demo page's origin; command-line clients send no Origin.
             origins: Origins::Allow {

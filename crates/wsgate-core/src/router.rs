@@ -168,6 +168,7 @@ mod tests {
                 require_claims: Vec::new(),
                 forward_claims: Vec::new(),
                 on_expiry: OnExpiry::Close,
+                max_token_lifetime: None,
             },
             origins: Origins::Any,
             limits: Limits::default(),

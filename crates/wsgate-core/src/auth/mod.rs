@@ -330,6 +330,27 @@ pub fn check_claims(auth: &Auth, claims: &Map<String, Value>) -> Result<(), Erro
     Ok(())
 }
 
+/// `max_token_lifetime`: a token whose `exp` is further than the route allows after its `iat`
+/// is refused (`invalid_token`, reason `token_lifetime`). A token without a whole-second `iat`
+/// is judged from now, and so is one whose `iat` is still to come (it cannot buy a longer
+/// life by claiming a later issue). For the upgrade and for anything else that admits a token.
+pub fn check_lifetime(auth: &Auth, principal: &Principal) -> Result<(), Error> {
+    match auth.max_token_lifetime {
+        Some(max) if lifetime(principal, now()) > max => Err(Error::InvalidToken("token_lifetime")),
+        _ => Ok(()),
+    }
+}
+
+/// How long the token lives from its `iat`, or from `now` when it has none or names a later one.
+fn lifetime(principal: &Principal, now: u64) -> Duration {
+    let issued = principal
+        .claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .map_or(now, |iat| iat.min(now));
+    Duration::from_secs(principal.exp.saturating_sub(issued))
+}
+
 /// Headers for the backend from `forward_claims`: strings as they are, numbers and booleans
 /// printed, arrays of those joined with commas. A claim that cannot be a header value
 /// (objects, control characters) refuses the request rather than being mangled.
@@ -458,6 +479,70 @@ mod tests {
     }
 
     #[test]
+    fn token_lifetimes_are_measured_from_iat_or_from_now() {
+        use crate::config::{OnExpiry, Transport};
+        let principal = |exp: u64, iat: Option<Value>| {
+            let mut claims = Map::new();
+            if let Some(iat) = iat {
+                claims.insert("iat".into(), iat);
+            }
+            Principal {
+                sub: None,
+                jti: None,
+                exp,
+                claims,
+                kid: None,
+            }
+        };
+        let now = 1_000_000;
+        let hour = 3600;
+        let at = |secs: u64| Some(Value::from(secs));
+        assert_eq!(
+            lifetime(&principal(now + 2 * hour, at(now)), now),
+            Duration::from_secs(2 * hour)
+        );
+        // Issued an hour ago, half an hour left: an hour and a half.
+        assert_eq!(
+            lifetime(&principal(now + hour / 2, at(now - hour)), now),
+            Duration::from_secs(hour * 3 / 2)
+        );
+        // Without iat, or with one that is no whole number of seconds: from now.
+        for iat in [None, Some(Value::from("yesterday")), Some(Value::from(1.5))] {
+            assert_eq!(
+                lifetime(&principal(now + hour, iat), now),
+                Duration::from_secs(hour)
+            );
+        }
+        // An iat still to come does not shorten what the token has left.
+        assert_eq!(
+            lifetime(&principal(now + 2 * hour, at(now + 2 * hour - 1)), now),
+            Duration::from_secs(2 * hour)
+        );
+        // Already expired: nothing left (the expiry check refuses it on its own).
+        assert_eq!(lifetime(&principal(now - 1, at(now)), now), Duration::ZERO);
+        let mut auth = Auth {
+            provider: 0,
+            token_from: vec![Transport::Header],
+            query_param: "access_token".into(),
+            subprotocol_marker: "bearer".into(),
+            cookie_name: "access_token".into(),
+            require_claims: Vec::new(),
+            forward_claims: Vec::new(),
+            on_expiry: OnExpiry::Close,
+            max_token_lifetime: None,
+        };
+        let long = principal(super::now() + 2 * hour, None);
+        let short = principal(super::now() + hour / 2, None);
+        assert_eq!(check_lifetime(&auth, &long), Ok(()), "no ceiling");
+        auth.max_token_lifetime = Some(Duration::from_secs(hour));
+        assert_eq!(
+            check_lifetime(&auth, &long),
+            Err(Error::InvalidToken("token_lifetime"))
+        );
+        assert_eq!(check_lifetime(&auth, &short), Ok(()));
+    }
+
+    #[test]
     fn json_depth_counts_outside_strings() {
         assert_eq!(json_depth(br#"{"a":"[[[[","b":[1,[2]]}"#), Some(3));
         assert_eq!(json_depth(br#"{"a":"\"}"}"#), Some(1));
@@ -484,6 +569,7 @@ mod tests {
                 ("roles".into(), HeaderName::from_static("x-auth-roles")),
             ],
             on_expiry: OnExpiry::Close,
+            max_token_lifetime: None,
         };
         let claims = |json: &str| serde_json::from_str::<Map<String, Value>>(json).expect("json");
         let ok = claims(r#"{"sub":"alice","scope":"chat:read chat:write","roles":["user",7]}"#);

@@ -278,6 +278,7 @@ mod tests {
                 header::HeaderName::from_static("x-auth-subject"),
             )],
             on_expiry: OnExpiry::Close,
+            max_token_lifetime: None,
         }
     }
 

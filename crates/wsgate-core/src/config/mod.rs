@@ -107,6 +107,9 @@ pub struct Auth {
     /// Claim name and the header it is forwarded in.
     pub forward_claims: Vec<(String, HeaderName)>,
     pub on_expiry: OnExpiry,
+    /// A token whose `exp` is further than this after its `iat` (or after now) is refused;
+    /// `None` (the default): no ceiling.
+    pub max_token_lifetime: Option<Duration>,
 }
 
 /// `routes[].origins`

@@ -118,6 +118,7 @@ pub struct Auth {
     pub require_claims: Option<Spanned<BTreeMap<String, Spanned<OneOrMany>>>>,
     pub forward_claims: Option<Spanned<BTreeMap<String, Scalar>>>,
     pub on_expiry: Option<Scalar>,
+    pub max_token_lifetime: Option<Scalar>,
 }
 
 /// `origins: any`, or a mapping with `allow` and `allow_missing`.

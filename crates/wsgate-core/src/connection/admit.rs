@@ -149,7 +149,7 @@ fn route(state: &State, host: &str, path: &str) -> Result<Arc<RouteEntry>, Refus
 }
 
 /// The token's signature and claims, then the revocations (checked on every handshake, cached
-/// verification or not), then the route's claim rules.
+/// verification or not), then the route's ceiling on token lifetimes and its claim rules.
 async fn authenticate(
     shared: &Shared,
     state: &State,
@@ -160,6 +160,7 @@ async fn authenticate(
     if shared.registry.is_revoked(&principal) {
         return Err(auth::Error::InvalidToken("revoked"));
     }
+    auth::check_lifetime(auth, &principal)?;
     auth::check_claims(auth, &principal.claims)?;
     Ok(principal)
 }

@@ -275,6 +275,10 @@ impl Validator<'_> {
             OnExpiry::Close,
             on_expiry,
         );
+        let max_token_lifetime = a
+            .max_token_lifetime
+            .as_ref()
+            .and_then(|max| self.value(&field("max_token_lifetime"), max, positive_duration));
         Some(Auth {
             provider: provider?,
             token_from: token_from?,
@@ -284,6 +288,7 @@ impl Validator<'_> {
             require_claims,
             forward_claims,
             on_expiry,
+            max_token_lifetime,
         })
     }
 
