@@ -179,6 +179,11 @@ mod tests {
 
     /// Starts a session whose streams each hold `capacity` bytes in flight.
     fn start(capacity: usize) -> Peers {
+        start_with(capacity, Timeouts::default())
+    }
+
+    /// [`start`] with the route's `timeouts`.
+    fn start_with(capacity: usize, timeouts: Timeouts) -> Peers {
         let (client, client_proxy) = duplex(capacity);
         let (backend, backend_proxy) = duplex(capacity);
         let shutdown = CancellationToken::new();
@@ -189,7 +194,7 @@ mod tests {
             let limits = Limits::default();
             let policy = Policy {
                 limits: MessageLimits::new(&limits),
-                timeouts: Timeouts::default(),
+                timeouts,
                 max_message_size: limits.max_message_size,
                 expires: None,
                 kicked,
@@ -337,6 +342,44 @@ mod tests {
         assert!(
             rest(&mut peers.backend).await.is_empty(),
             "the backend's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_session_closes_the_session_when_reached() {
+        let max = Duration::from_secs(10);
+        let mut peers = start_with(
+            4096,
+            Timeouts {
+                max_session: Some(max),
+                ..Timeouts::default()
+            },
+        );
+        let started = Instant::now();
+        let frame = next_frame(&mut peers.client)
+            .await
+            .expect("the client's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1001));
+        assert_eq!(&frame.1[2..], b"session limit");
+        assert!(started.elapsed() >= max, "not before the cap");
+        let frame = next_frame(&mut peers.backend)
+            .await
+            .expect("the backend's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1001));
+        peers
+            .client
+            .write_all(&close(1001, true))
+            .await
+            .expect("write");
+        peers
+            .backend
+            .write_all(&close(1001, false))
+            .await
+            .expect("write");
+        let outcome = peers.session.await.expect("the session");
+        assert_eq!(
+            (outcome.code, outcome.by, outcome.reason),
+            (1001, "proxy", "session limit")
         );
     }
 
