@@ -1,7 +1,7 @@
 //! Who the client is. Only a peer inside `trusted_proxies` may name the client with
 //! `X-Forwarded-For`; from anyone else the header is ignored for limits and replaced for the
 //! backend, so a client cannot pick the address its rate limits are keyed on. A trusted peer's
-//! chain is believed only as far as trusted hops wrote it (see [`walk`]).
+//! chain is believed only as far as trusted hops wrote it (see [`Client::of`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -82,56 +82,69 @@ fn entry(item: &str) -> Option<IpAddr> {
         .flatten()
 }
 
-/// Walks the chain from the right, believing an entry only when a trusted hop wrote it: the
-/// peer wrote the last one, a trusted address the one before it, and so on. The walk stops at
-/// the first address that is not a trusted proxy (the client), or at an entry it cannot read,
-/// in which case the hop that wrote it is the client as far as anyone can tell: nothing left
-/// of an unreadable entry is believed, so a client cannot pick its address with one.
-/// Returns the client and the believed entries, oldest first (empty for an untrusted peer).
-fn walk(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> (IpAddr, Vec<IpAddr>) {
-    let peer = normal(peer);
-    let mut believed = Vec::new();
-    if !trusted(peer, proxies) {
-        return (peer, believed);
-    }
-    let mut entries = Vec::new();
-    for value in headers.get_all(X_FORWARDED_FOR) {
-        match value.to_str() {
-            Ok(text) => entries.extend(text.split(',').map(entry)),
-            Err(_) => entries.push(None),
-        }
-    }
-    let mut client = peer;
-    for item in entries.into_iter().rev() {
-        let Some(ip) = item.map(normal) else { break };
-        client = ip;
-        believed.push(ip);
-        if !trusted(ip, proxies) {
-            break;
-        }
-    }
-    believed.reverse();
-    (client, believed)
+/// The client of one request, as far as the proxy believes it: read once per handshake, for
+/// the limits and for the backend's `X-Forwarded-For`.
+pub struct Client {
+    /// The address limits and logs count the request under.
+    pub ip: IpAddr,
+    /// The peer, normalised.
+    peer: IpAddr,
+    /// The believed part of a trusted peer's chain, oldest first (empty for an untrusted peer).
+    believed: Vec<IpAddr>,
 }
 
-/// The client address for limits and logs: from a trusted peer, the nearest address in
-/// `X-Forwarded-For` that is not itself a trusted proxy (see [`walk`]); otherwise the peer.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpAddr {
-    walk(peer, headers, proxies).0
-}
+impl Client {
+    /// Walks the chain from the right, believing an entry only when a trusted hop wrote it: the
+    /// peer wrote the last one, a trusted address the one before it, and so on. The walk stops
+    /// at the first address that is not a trusted proxy (the client), or at an entry it cannot
+    /// read, in which case the hop that wrote it is the client as far as anyone can tell:
+    /// nothing left of an unreadable entry is believed, so a client cannot pick its address
+    /// with one.
+    pub fn of(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> Client {
+        let peer = normal(peer);
+        let mut believed = Vec::new();
+        let mut ip = peer;
+        if trusted(peer, proxies) {
+            let mut entries = Vec::new();
+            for value in headers.get_all(X_FORWARDED_FOR) {
+                match value.to_str() {
+                    Ok(text) => entries.extend(text.split(',').map(entry)),
+                    Err(_) => entries.push(None),
+                }
+            }
+            for item in entries.into_iter().rev() {
+                let Some(entry) = item.map(normal) else { break };
+                ip = entry;
+                believed.push(entry);
+                if !trusted(entry, proxies) {
+                    break;
+                }
+            }
+            believed.reverse();
+        }
+        Client { ip, peer, believed }
+    }
 
-/// The `X-Forwarded-For` value for the backend: the part of a trusted peer's chain the proxy
-/// believes (the client and the trusted hops after it, without ports), then the peer.
-pub fn forwarded_for(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> String {
-    let (_, believed) = walk(peer, headers, proxies);
-    let mut parts: Vec<String> = believed.iter().map(ToString::to_string).collect();
-    parts.push(normal(peer).to_string());
-    parts.join(", ")
+    /// The `X-Forwarded-For` value for the backend: the believed part of the chain (the client
+    /// and the trusted hops after it, without ports), then the peer.
+    pub fn forwarded_for(&self) -> String {
+        let mut parts: Vec<String> = self.believed.iter().map(ToString::to_string).collect();
+        parts.push(self.peer.to_string());
+        parts.join(", ")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpAddr {
+        Client::of(peer, headers, proxies).ip
+    }
+
+    fn forwarded_for(peer: IpAddr, headers: &HeaderMap, proxies: &[Cidr]) -> String {
+        Client::of(peer, headers, proxies).forwarded_for()
+    }
     use hyper::header::HeaderValue;
 
     fn xff(value: &str) -> HeaderMap {

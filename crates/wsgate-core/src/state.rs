@@ -227,6 +227,11 @@ impl Current {
         self.state.load_full()
     }
 
+    /// The state in force now, for a short look (no reference count is taken).
+    pub(crate) fn peek(&self) -> arc_swap::Guard<Arc<State>> {
+        self.state.load()
+    }
+
     /// Re-reads the configuration file and applies it; on any problem the running
     /// configuration stays untouched.
     pub(crate) fn reload(&self) -> Result<Value, Vec<String>> {

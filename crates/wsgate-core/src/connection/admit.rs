@@ -3,7 +3,6 @@
 //! [`admit`]. Nothing reaches the backend before every check has passed, and what reaches it
 //! carries no trace of the token.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::Request;
@@ -80,10 +79,10 @@ pub(super) async fn admit(
     let headers = request.headers();
     let auth = &entry.route.auth;
     // Every handshake counts against its address, failed authentications included.
-    let client_ip = peer::client_ip(client.peer.ip(), headers, &state.config.trusted_proxies);
+    let seen = peer::Client::of(client.peer.ip(), headers, &state.config.trusted_proxies);
     entry
         .per_ip
-        .check(peer::key(client_ip, state.config.listen.ipv6_prefix))
+        .check(peer::key(seen.ip, state.config.listen.ipv6_prefix))
         .map_err(|wait| {
             on_route(Refusal::RateLimited {
                 kind: Limit::Handshake,
@@ -109,16 +108,9 @@ pub(super) async fn admit(
         })?),
         None => None,
     };
-    let (outgoing, marker_offered) = outgoing(
-        state,
-        request,
-        client.peer,
-        &entry,
-        identity,
-        &token,
-        upgrade.protocols,
-    )
-    .map_err(|error| on_route(Refusal::Auth(error)))?;
+    let (outgoing, marker_offered) =
+        outgoing(request, &seen, &entry, identity, &token, upgrade.protocols)
+            .map_err(|error| on_route(Refusal::Auth(error)))?;
     let answer = backend::open(&entry.route, outgoing)
         .await
         .map_err(on_route)?;
@@ -169,9 +161,8 @@ async fn authenticate(
 /// token, the `identity` headers (`forward_claims`), the target without the query token. Also whether the client
 /// offered the subprotocol marker. Refused if the token is still anywhere in it.
 fn outgoing(
-    state: &State,
     request: &Request<Incoming>,
-    peer: SocketAddr,
+    client: &peer::Client,
     entry: &RouteEntry,
     identity: Vec<(header::HeaderName, HeaderValue)>,
     token: &str,
@@ -193,7 +184,7 @@ fn outgoing(
         headers: forwarded,
         protocols,
         client_host: headers.get(header::HOST).cloned(),
-        forwarded_for: peer::forwarded_for(peer.ip(), headers, &state.config.trusted_proxies),
+        forwarded_for: client.forwarded_for(),
     };
     // Each transport strips its own copies; whatever else still carries the token (the path,
     // another header, a quoted cookie) must not reach the backend either.

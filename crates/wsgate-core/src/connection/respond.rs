@@ -30,7 +30,6 @@ pub(super) async fn answer(
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let peer = client.peer;
-    let path = access_log::logged_path(request.uri().path());
     let (response, metrics, result) = match admit::admit(shared, state, &request, client).await {
         Err(Refused { entry, refusal }) => {
             let metrics = entry
@@ -51,7 +50,8 @@ pub(super) async fn answer(
             access_log::refused(
                 peer,
                 route,
-                &path,
+                // Only refusals write the path.
+                &access_log::logged_path(request.uri().path()),
                 status,
                 refusal.result(),
                 refusal.reason(),
@@ -68,7 +68,8 @@ pub(super) async fn answer(
             access_log::refused(
                 peer,
                 &entry.route.name,
-                &path,
+                // Only refusals write the path.
+                &access_log::logged_path(request.uri().path()),
                 status,
                 "backend_status",
                 "backend refused the upgrade",
@@ -87,7 +88,7 @@ pub(super) async fn answer(
         }) => {
             let span = Span::current();
             span.record("route", entry.route.name.as_str());
-            if let Some(sub) = &principal.sub {
+            if let Some(sub) = principal.sub.as_ref().filter(|_| !span.is_disabled()) {
                 span.record("sub", access_log::logged_path(sub));
             }
             // A browser that offered the marker needs a subprotocol in the 101; the token

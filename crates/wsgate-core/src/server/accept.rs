@@ -17,7 +17,7 @@ use crate::shared::Shared;
 /// spawns the connection's task.
 pub(super) fn admit(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let pre_upgrade = {
-        let state = shared.state();
+        let state = shared.current.peek();
         let (listen, ip) = (&state.config.listen, peer::normal(peer.ip()));
         // A trusted proxy carries many clients: only `listen.max_connections` bounds it.
         if peer::trusted(ip, &state.config.trusted_proxies) {
