@@ -436,6 +436,64 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_client_that_ends_mid_frame_while_the_proxy_closes_ends_the_session_at_once() {
+        let mut peers = start(4096);
+        let whole = data(BINARY, &[7; 100], true);
+        let part = &whole[..16];
+        peers.client.write_all(part).await.expect("write");
+        let mut forwarded = vec![0; part.len()];
+        peers
+            .backend
+            .read_exact(&mut forwarded)
+            .await
+            .expect("read");
+        // The proxy closes (a drain) while the client's frame is in flight; then the client
+        // vanishes inside it, so the backend can never get a close frame.
+        let started = Instant::now();
+        peers.shutdown.cancel();
+        let frame = next_frame(&mut peers.client)
+            .await
+            .expect("the client's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1001));
+        drop(peers.client);
+        peers.session.await.expect("the session");
+        assert!(started.elapsed() < CLOSE_TIMEOUT, "no close is awaited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_violation_while_the_client_is_mid_frame_closes_the_backend_after_it() {
+        let mut peers = start(4096);
+        let whole = data(BINARY, &[7; 100], true);
+        let (part, remainder) = whole.split_at(16);
+        peers.client.write_all(part).await.expect("write");
+        let mut forwarded = vec![0; part.len()];
+        peers
+            .backend
+            .read_exact(&mut forwarded)
+            .await
+            .expect("read");
+        // A reserved bit: a protocol error from the backend.
+        peers.backend.write_all(&[0xc2, 0x00]).await.expect("write");
+        let frame = next_frame(&mut peers.client)
+            .await
+            .expect("the client's close");
+        assert_eq!(frame.0, CLOSE);
+        peers.client.write_all(remainder).await.expect("write");
+        let mut rest_of_frame = vec![0; remainder.len()];
+        peers
+            .backend
+            .read_exact(&mut rest_of_frame)
+            .await
+            .expect("read");
+        let started = Instant::now();
+        let frame = next_frame(&mut peers.backend)
+            .await
+            .expect("the backend's close");
+        assert_eq!((frame.0, code(&frame.1)), (CLOSE, 1002));
+        assert!(started.elapsed() < CLOSE_TIMEOUT, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn invalid_text_found_mid_payload_closes_the_client_and_cuts_the_backend() {
         let mut peers = start(4096);
         let mut text = b"valid".to_vec();

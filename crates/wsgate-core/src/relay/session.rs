@@ -187,12 +187,7 @@ where
         K: Future<Output = Kick>,
     {
         loop {
-            // A peer whose stream broke mid-frame, or vanished, can be sent no close frame:
-            // none will come back from it, so its source is read only as far as a frame
-            // boundary (for the other peer's close) and then dropped.
-            if self.up.sink.cut_off() && self.down.abandon()
-                || self.down.sink.cut_off() && self.up.abandon()
-            {
+            if self.abandon_cut_off() {
                 continue;
             }
             if self.first.is_none()
@@ -227,6 +222,11 @@ where
                 spinning,
             ) {
                 self.down_stopped(stop);
+                continue;
+            }
+            // A pump already closing can lose its destination without stopping (it only
+            // reads on to a boundary): look again before waiting.
+            if self.abandon_cut_off() {
                 continue;
             }
             let up = std::mem::take(&mut self.up.noted);
@@ -430,15 +430,25 @@ where
                     None => self.down.own_close(1014, "bad gateway"),
                 }
                 if violated {
+                    // After the client's frame in progress, as the proxy's other closes.
                     self.up.own_close(1002, "protocol error");
+                    self.up.until_boundary();
                 } else {
                     self.up.sink.kill();
+                    self.up.discard();
                 }
-                self.up.discard();
             }
             Stop::SinkFailed => self.client_gone(First::Down(stop)),
             Stop::Limited => {}
         }
+    }
+
+    /// A peer whose stream broke mid-frame, or vanished, can be sent no close frame: none
+    /// will come back from it, so the other direction reads only to a frame boundary (for the
+    /// other peer's close) and is then dropped. True when that changed anything.
+    fn abandon_cut_off(&mut self) -> bool {
+        self.up.sink.cut_off() && self.down.abandon()
+            || self.down.sink.cut_off() && self.up.abandon()
     }
 
     /// Adds what the pumps moved to the route's counters, once per wake-up.
