@@ -162,3 +162,29 @@ async fn max_token_lifetime_refuses_long_lived_tokens_at_the_upgrade() {
     drop(ws);
     proxy.shutdown().await;
 }
+
+/// A reload that adds a ceiling is the route's policy changing: a live session whose token
+/// lives longer is closed with 4003, as one whose claims no longer suffice.
+#[tokio::test]
+async fn a_reload_that_adds_a_lifetime_ceiling_closes_sessions_over_it() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = TestProxy::start(&backend.url()).await;
+    let line = bearer_line(2 * 3600, true);
+    let bearer = line
+        .trim_end()
+        .strip_prefix("Authorization: ")
+        .expect("header line")
+        .to_owned();
+    let (mut session, _) = proxy
+        .connect_with("/echo", &[("authorization", bearer.as_str())])
+        .await
+        .expect("upgrade");
+    let ceiling = proxy.yaml.replace(
+        "      provider: test\n",
+        "      provider: test\n      max_token_lifetime: 1h\n",
+    );
+    std::fs::write(&proxy.config_path, ceiling).expect("write");
+    proxy.reloader.reload().expect("reload");
+    assert_eq!(close_code(&mut session).await, Some(4003));
+    proxy.shutdown().await;
+}

@@ -161,7 +161,7 @@ impl State {
     }
 
     /// Would this state still admit `session`? (Same provider settings, Origin allowed,
-    /// claims sufficient.)
+    /// token lifetime and claims within the route's policy.)
     fn admits(&self, previous: &State, session: &Session) -> Option<bool> {
         let entry = self.router.get(&session.route)?;
         let old = previous.router.get(&session.route);
@@ -178,8 +178,8 @@ impl State {
             headers.insert(header::ORIGIN, origin);
         }
         let origin_ok = origin::check(&entry.route.origins, &headers).is_ok();
-        let claims_ok = auth::check_claims(&entry.route.auth, &session.principal.claims).is_ok();
-        Some(same_provider && origin_ok && claims_ok)
+        let policy_ok = auth::check_policy(&entry.route.auth, &session.principal).is_ok();
+        Some(same_provider && origin_ok && policy_ok)
     }
 }
 

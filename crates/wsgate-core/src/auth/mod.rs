@@ -341,6 +341,13 @@ pub fn check_lifetime(auth: &Auth, principal: &Principal) -> Result<(), Error> {
     }
 }
 
+/// The route's policy for a verified token: its lifetime ceiling, then its claim rules. What
+/// the upgrade checks, and what a reload checks again for live sessions.
+pub fn check_policy(auth: &Auth, principal: &Principal) -> Result<(), Error> {
+    check_lifetime(auth, principal)?;
+    check_claims(auth, &principal.claims)
+}
+
 /// How long the token lives from its `iat`, or from `now` when it has none or names a later one.
 fn lifetime(principal: &Principal, now: u64) -> Duration {
     let issued = principal

@@ -152,8 +152,7 @@ async fn authenticate(
     if shared.registry.is_revoked(&principal) {
         return Err(auth::Error::InvalidToken("revoked"));
     }
-    auth::check_lifetime(auth, &principal)?;
-    auth::check_claims(auth, &principal.claims)?;
+    auth::check_policy(auth, &principal)?;
     Ok(principal)
 }
 
