@@ -24,14 +24,16 @@ pub fn normal(ip: IpAddr) -> IpAddr {
 /// first `ipv6_prefix` bits (a host usually holds a whole /64 and could rotate through it).
 pub fn key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match normal(ip) {
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(ipv6_prefix.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-        }
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask_v6(ipv6_prefix))),
         v4 => v4,
     }
+}
+
+/// The network mask of an IPv6 prefix of `prefix` bits (0 to 128).
+fn mask_v6(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
 }
 
 pub(crate) fn trusted(ip: IpAddr, proxies: &[Cidr]) -> bool {
@@ -51,9 +53,7 @@ impl Cidr {
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = mask_v6(self.prefix);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -105,19 +105,19 @@ impl Client {
         let mut believed = Vec::new();
         let mut ip = peer;
         if trusted(peer, proxies) {
-            let mut entries = Vec::new();
-            for value in headers.get_all(X_FORWARDED_FOR) {
-                match value.to_str() {
-                    Ok(text) => entries.extend(text.split(',').map(entry)),
-                    Err(_) => entries.push(None),
-                }
-            }
-            for item in entries.into_iter().rev() {
-                let Some(entry) = item.map(normal) else { break };
-                ip = entry;
-                believed.push(entry);
-                if !trusted(entry, proxies) {
-                    break;
+            // From the right, and only as far as the walk goes: what a client wrote to the
+            // left of its own address is never parsed.
+            'walk: for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+                let Ok(text) = value.to_str() else { break };
+                for item in text.rsplit(',') {
+                    let Some(entry) = entry(item).map(normal) else {
+                        break 'walk;
+                    };
+                    ip = entry;
+                    believed.push(entry);
+                    if !trusted(entry, proxies) {
+                        break 'walk;
+                    }
                 }
             }
             believed.reverse();

@@ -13,13 +13,12 @@ const MAX_ROUNDS: usize = 32;
 /// What serde produces for a problem in the data (not in the YAML syntax): only these are
 /// looked past. Anything else in a later round could be an artefact of the blanking, so the
 /// rounds stop there and what was found so far is reported.
-const DATA_PROBLEMS: [&str; 8] = [
+const DATA_PROBLEMS: [&str; 7] = [
     "unknown field",
     "invalid type",
     "invalid value",
     "invalid length",
     "unknown variant",
-    "missing field",
     "duplicate field",
     // serde-saphyr's words for a mapping or a scalar where a list belongs, and the like.
     "expected ",
@@ -51,14 +50,16 @@ pub(super) fn read(text: &str) -> Result<(raw::Root, Vec<Problem>), Vec<Problem>
 }
 
 /// True when `problem` follows from a structural problem already reported: a key blanked
-/// because its value could not be read is then also missing, or its parent is.
+/// because its value could not be read is then also missing, or its parent is. Only a missing
+/// key can follow so; any other problem at those paths stands on its own and is reported.
 pub(super) fn follows(structural: &[Problem], problem: &Problem) -> bool {
-    structural.iter().any(|s| {
-        s.path == problem.path
-            || s.path
-                .strip_prefix(problem.path.as_str())
-                .is_some_and(|rest| rest.starts_with(['.', '[']))
-    })
+    problem.message.starts_with("is required")
+        && structural.iter().any(|s| {
+            s.path == problem.path
+                || s.path
+                    .strip_prefix(problem.path.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
 }
 
 fn once(text: &str) -> Result<raw::Root, Problem> {
@@ -189,7 +190,7 @@ mod tests {
         let at = |path: &str| Problem {
             path: path.to_owned(),
             line: 1,
-            message: String::new(),
+            message: "is required".to_owned(),
         };
         let structural = [at("routes[0].origins.bogus"), at("listen.tls")];
         assert!(follows(&structural, &at("routes[0].origins")));
@@ -197,5 +198,10 @@ mod tests {
         assert!(!follows(&structural, &at("routes[0].origin")));
         assert!(!follows(&structural, &at("listen.tls.cert")));
         assert!(!follows(&structural, &at("routes[1].origins")));
+        let other = Problem {
+            message: "an earlier route has the same host and path".to_owned(),
+            ..at("routes[0].origins")
+        };
+        assert!(!follows(&structural, &other), "not a missing key: reported");
     }
 }
