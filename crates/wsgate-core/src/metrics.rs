@@ -258,19 +258,20 @@ impl Metrics {
         let label = RouteLabel {
             route: route.clone(),
         };
-        if name.is_empty() {
-            // Connections closed at accept over `listen.max_pending_per_ip` (no route yet).
-            self.rate_limited.get_or_create_owned(&KindLabels {
-                route: route.clone(),
-                kind: Limit::Pending.label(),
-            });
-        } else {
-            for limit in Limit::PER_ROUTE {
-                let labels = KindLabels {
+        let mut rate_limited: [Option<Counter>; Limit::COUNT] = Default::default();
+        let mut limited = |limit: Limit| {
+            rate_limited[limit as usize] =
+                Some(self.rate_limited.get_or_create_owned(&KindLabels {
                     route: route.clone(),
                     kind: limit.label(),
-                };
-                self.rate_limited.get_or_create_owned(&labels);
+                }));
+        };
+        if name.is_empty() {
+            // Connections closed at accept over `listen.max_pending_per_ip` (no route yet).
+            limited(Limit::Pending);
+        } else {
+            for limit in Limit::PER_ROUTE {
+                limited(limit);
             }
             for kind in BACKEND_ERROR_KINDS {
                 let labels = KindLabels {
@@ -296,6 +297,7 @@ impl Metrics {
             bytes_down: direction(&self.bytes, DOWN),
             session_duration,
             handshake_duration: self.handshake_duration.get_or_create_owned(&label),
+            rate_limited,
             metrics: self.clone(),
             route,
         }
@@ -368,6 +370,9 @@ pub struct RouteMetrics {
     pub bytes_down: Counter,
     session_duration: Histogram,
     handshake_duration: Histogram,
+    /// `rate_limited_total` of this route, by `Limit as usize`: the kinds created with the
+    /// route, so counting one is an atomic add (the relay counts every refused message).
+    rate_limited: [Option<Counter>; Limit::COUNT],
     metrics: Arc<Metrics>,
     route: Arc<str>,
 }
@@ -404,13 +409,25 @@ impl RouteMetrics {
     }
 
     pub fn rate_limited(&self, limit: Limit) {
-        self.metrics
+        // Any kind not created with the route (or added later) goes through the family.
+        match self
             .rate_limited
-            .get_or_create(&KindLabels {
-                route: self.route.clone(),
-                kind: limit.label(),
-            })
-            .inc();
+            .get(limit as usize)
+            .and_then(Option::as_ref)
+        {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.metrics
+                    .rate_limited
+                    .get_or_create(&KindLabels {
+                        route: self.route.clone(),
+                        kind: limit.label(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     pub fn auth_failure(&self, reason: &'static str) {

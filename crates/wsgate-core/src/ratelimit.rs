@@ -113,6 +113,14 @@ pub struct Slot<K: Eq + Hash> {
     key: K,
 }
 
+impl<K: Eq + Hash> Counts<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 impl<K: Eq + Hash + Clone> Counts<K> {
     /// A slot for `key`, or `None` when it already holds `max`.
     pub fn acquire(self: &Arc<Self>, key: K, max: usize) -> Option<Slot<K>> {
@@ -141,21 +149,11 @@ impl<K: Eq + Hash + Clone> Counts<K> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 impl<K: Eq + Hash> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut counts = self
-            .counts
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counts = self.counts.lock();
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
@@ -245,6 +243,9 @@ impl Limit {
         Limit::Messages,
         Limit::Bytes,
     ];
+
+    /// How many kinds there are (for per-kind arrays, indexed by `self as usize`).
+    pub const COUNT: usize = 5;
 
     /// The `kind` label of `rate_limited_total`.
     pub fn label(self) -> &'static str {
