@@ -40,10 +40,15 @@ pub(crate) fn unsafe_path(path: &str) -> Option<&'static str> {
     }
     // `;` starts path parameters, which some servers strip before resolving `..;`.
     let dot_segment = path.split('/').any(|segment| {
-        let name = segment.split(';').next().unwrap_or(segment);
+        let name = segment_name(segment);
         name == "." || name == ".."
     });
     dot_segment.then_some("dot segments are not allowed in the path")
+}
+
+/// A path segment without its `;parameters`, as Servlet containers read it.
+pub(crate) fn segment_name(segment: &str) -> &str {
+    segment.split(';').next().unwrap_or(segment)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use crate::config::{HostMatch, Route};
+use crate::path;
 
 /// Routes sorted from most to least specific, so the first match wins.
 #[derive(Debug)]
@@ -49,7 +50,7 @@ impl<T: AsRef<Route>> Router<T> {
     /// path without the query. `Err(Ambiguous)` when the path would pick another route (or
     /// none) with its `;parameters` stripped or its letter case ignored.
     pub fn find(&self, host: &str, path: &str) -> Result<Option<&Arc<T>>, Ambiguous> {
-        let found = self.first(host, |prefix| prefix_matches(prefix, path));
+        let found = self.first(host, |prefix| prefix_matches(prefix, path, false));
         let has_params = path.contains(';');
         if !has_params && !self.mixed_case && !path.bytes().any(|b| b.is_ascii_uppercase()) {
             return Ok(found);
@@ -57,9 +58,9 @@ impl<T: AsRef<Route>> Router<T> {
         let stripped = has_params.then(|| strip_params(path));
         let stripped = stripped.as_deref().unwrap_or(path);
         let readings = [
-            self.first(host, |prefix| prefix_matches(prefix, stripped)),
-            self.first(host, |prefix| prefix_matches_folded(prefix, path)),
-            self.first(host, |prefix| prefix_matches_folded(prefix, stripped)),
+            self.first(host, |prefix| prefix_matches(prefix, stripped, false)),
+            self.first(host, |prefix| prefix_matches(prefix, path, true)),
+            self.first(host, |prefix| prefix_matches(prefix, stripped, true)),
         ];
         let same = |other: &Option<&Arc<T>>| match (found, other) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -93,19 +94,17 @@ impl<T: AsRef<Route>> Router<T> {
     }
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+/// `prefix` is a path prefix of `path` on a segment boundary; with `fold`, without regard to
+/// ASCII letter case (as case-insensitive backends match).
+fn prefix_matches(prefix: &str, path: &str, fold: bool) -> bool {
+    let head = path.get(..prefix.len());
+    let same = if fold {
+        head.is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    } else {
+        head == Some(prefix)
+    };
     prefix == "/"
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// [`prefix_matches`] without regard to ASCII letter case.
-fn prefix_matches_folded(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        || same
             && path
                 .get(prefix.len()..)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -114,7 +113,7 @@ fn prefix_matches_folded(prefix: &str, path: &str) -> bool {
 /// The path with every segment's `;parameters` removed, as Servlet containers read it.
 fn strip_params(path: &str) -> String {
     path.split('/')
-        .map(|segment| segment.split(';').next().unwrap_or(segment))
+        .map(path::segment_name)
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -246,9 +245,9 @@ mod tests {
         assert_eq!(upper.find("x", "/Chat/1").map(|e| e.is_some()), Ok(true));
         assert_eq!(upper.find("x", "/chat").map(|e| e.is_some()), Ok(false));
         assert_eq!(strip_params("/a;x/b;y=1;z/c"), "/a/b/c");
-        assert!(prefix_matches_folded("/ws/Admin", "/WS/admin/x"));
-        assert!(!prefix_matches_folded("/ws", "/wsx"));
-        assert!(!prefix_matches_folded("/wsé", "/ws"));
+        assert!(prefix_matches("/ws/Admin", "/WS/admin/x", true));
+        assert!(!prefix_matches("/ws", "/wsx", true));
+        assert!(!prefix_matches("/wsé", "/ws", true));
     }
 
     #[test]
