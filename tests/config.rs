@@ -281,6 +281,16 @@ fn bad_snippets_name_their_path_and_line() {
             "routes[0].auth.on_expiry (line 15): \"later\": expected close or ignore",
         ),
         (
+            "      provider: corp\n",
+            "      provider: corp\n      refresh: header\n",
+            "routes[0].auth.refresh (line 15): \"header\": expected off or message",
+        ),
+        (
+            "      provider: corp\n",
+            "      provider: corp\n      refresh: message\n      refresh_prefix: \"re fresh:\"\n",
+            "routes[0].auth.refresh_prefix (line 16): \"re fresh:\": expected 4 to 64 printable ASCII",
+        ),
+        (
             "https://id.example.com/jwks.json",
             "http://id.example.com/jwks.json",
             "providers[0].jwks_url (line 19): \"http://id.example.com/jwks.json\": must be https://",
@@ -465,4 +475,34 @@ fn max_token_lifetime_is_off_by_default_parsed_and_validated() {
             "expected {expected:?}, got {found:#?}"
         );
     }
+}
+
+#[test]
+fn refresh_is_off_by_default_and_its_prefix_defaults_when_on() {
+    let pki = Pki::new();
+    let with = |auth: &str| {
+        let yaml = valid(&pki).replace(
+            "      provider: corp\n",
+            &format!("      provider: corp\n{auth}"),
+        );
+        Config::parse(&yaml, pki.dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(with("").routes[0].auth.refresh_prefix, None);
+    // `off` unquoted is the word, not YAML 1.1's false.
+    assert_eq!(
+        with("      refresh: off\n").routes[0].auth.refresh_prefix,
+        None
+    );
+    assert_eq!(
+        with("      refresh: message\n").routes[0]
+            .auth
+            .refresh_prefix,
+        Some("wsgate.refresh:".to_owned())
+    );
+    assert_eq!(
+        with("      refresh: message\n      refresh_prefix: \"app/renew:\"\n").routes[0]
+            .auth
+            .refresh_prefix,
+        Some("app/renew:".to_owned())
+    );
 }

@@ -44,6 +44,7 @@ pub const DEFAULT_TOKEN_FROM: [Transport; 3] =
 pub const DEFAULT_QUERY_PARAM: &str = "access_token";
 pub const DEFAULT_SUBPROTOCOL_MARKER: &str = "bearer";
 pub const DEFAULT_COOKIE_NAME: &str = "access_token";
+pub const DEFAULT_REFRESH_PREFIX: &str = "wsgate.refresh:";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -110,6 +111,9 @@ pub struct Auth {
     /// A token whose `exp` is further than this after its `iat` (or after now) is refused;
     /// `None` (the default): no ceiling.
     pub max_token_lifetime: Option<Duration>,
+    /// `refresh: message`: a client text message starting with this prefix hands the proxy a
+    /// new token in-band; `None` (`refresh: off`, the default): no in-band refresh.
+    pub refresh_prefix: Option<String>,
 }
 
 /// `routes[].origins`

@@ -119,6 +119,8 @@ pub struct Auth {
     pub forward_claims: Option<Spanned<BTreeMap<String, Scalar>>>,
     pub on_expiry: Option<Scalar>,
     pub max_token_lifetime: Option<Scalar>,
+    pub refresh: Option<Scalar>,
+    pub refresh_prefix: Option<Scalar>,
 }
 
 /// `origins: any`, or a mapping with `allow` and `allow_missing`.

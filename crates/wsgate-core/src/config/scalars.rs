@@ -357,6 +357,26 @@ pub(super) fn on_expiry(text: &str) -> Result<OnExpiry, String> {
     }
 }
 
+/// `auth.refresh`: true for `message`.
+pub(super) fn refresh(text: &str) -> Result<bool, String> {
+    match text {
+        "off" => Ok(false),
+        "message" => Ok(true),
+        _ => Err("expected off or message".to_owned()),
+    }
+}
+
+/// `auth.refresh_prefix`: printable ASCII without spaces, so that no ordinary message starts
+/// with it by accident and it survives every client library's text handling.
+pub(super) fn refresh_prefix(text: &str) -> Result<String, String> {
+    let ok = (4..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("expected 4 to 64 printable ASCII characters without spaces".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +447,20 @@ mod tests {
         assert_eq!(path_prefix("/"), Ok("/".to_owned()));
         for bad in ["chat", "/a/../b", "/a?b", "/%2e"] {
             assert!(path_prefix(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn refresh_modes_and_prefixes() {
+        assert_eq!(refresh("off"), Ok(false));
+        assert_eq!(refresh("message"), Ok(true));
+        assert!(refresh("header").is_err());
+        assert_eq!(
+            refresh_prefix("wsgate.refresh:"),
+            Ok("wsgate.refresh:".to_owned())
+        );
+        for bad in ["abc", "with space:", "t\u{e9}l\u{e9}:", &"x".repeat(65)] {
+            assert!(refresh_prefix(bad).is_err(), "{bad:?} should be refused");
         }
     }
 }

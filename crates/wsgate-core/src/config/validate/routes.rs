@@ -9,12 +9,13 @@ use super::Validator;
 use crate::config::origins::Pattern;
 use crate::config::scalars::{
     backend_url, boolean, forward_header, host_match, message_size, on_expiry, on_limit,
-    parse_rate, path_prefix, positive_count, positive_duration, positive_u32, route_name,
-    token_name, transport,
+    parse_rate, path_prefix, positive_count, positive_duration, positive_u32, refresh,
+    refresh_prefix, route_name, token_name, transport,
 };
 use crate::config::{
-    Auth, DEFAULT_COOKIE_NAME, DEFAULT_QUERY_PARAM, DEFAULT_SUBPROTOCOL_MARKER, DEFAULT_TOKEN_FROM,
-    Limits, OnExpiry, Origins, Route, Timeouts, Transport, raw,
+    Auth, DEFAULT_COOKIE_NAME, DEFAULT_QUERY_PARAM, DEFAULT_REFRESH_PREFIX,
+    DEFAULT_SUBPROTOCOL_MARKER, DEFAULT_TOKEN_FROM, Limits, OnExpiry, Origins, Route, Timeouts,
+    Transport, raw,
 };
 
 impl Validator<'_> {
@@ -279,6 +280,13 @@ impl Validator<'_> {
             .max_token_lifetime
             .as_ref()
             .and_then(|max| self.value(&field("max_token_lifetime"), max, positive_duration));
+        let refresh = self.optional(&field("refresh"), &a.refresh, false, refresh);
+        let prefix = self.optional(
+            &field("refresh_prefix"),
+            &a.refresh_prefix,
+            DEFAULT_REFRESH_PREFIX.to_owned(),
+            refresh_prefix,
+        );
         Some(Auth {
             provider: provider?,
             token_from: token_from?,
@@ -289,6 +297,7 @@ impl Validator<'_> {
             forward_claims,
             on_expiry,
             max_token_lifetime,
+            refresh_prefix: refresh.then_some(prefix),
         })
     }
 
