@@ -16,6 +16,7 @@ mod leakage;
 mod lifecycle;
 mod lifetime;
 mod origins;
+mod refresh;
 mod refusals;
 mod relay;
 mod sessions;

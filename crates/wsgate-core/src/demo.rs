@@ -263,6 +263,7 @@ async fn bind_preferring(
                 forward_claims: vec![("sub".to_owned(), HeaderName::from_static("x-auth-subject"))],
                 on_expiry: OnExpiry::Close,
                 max_token_lifetime: None,
+                refresh_prefix: Some(config::DEFAULT_REFRESH_PREFIX.to_owned()),
             },
             // The demo page's origin; command-line clients send no Origin.
             origins: Origins::Allow {

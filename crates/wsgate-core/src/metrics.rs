@@ -114,6 +114,7 @@ pub struct Metrics {
     jwks_age: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
     session_duration: HistogramFamily,
     handshake_duration: HistogramFamily,
+    token_refreshes: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +149,7 @@ impl Metrics {
             jwks_age: Family::default(),
             session_duration: Family::new_with_constructor(session_histogram),
             handshake_duration: Family::new_with_constructor(handshake_histogram),
+            token_refreshes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -220,6 +222,11 @@ impl Metrics {
             "handshake_duration_seconds",
             "Time from the upgrade request to the 101 or the refusal",
             metrics.handshake_duration.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "In-band token refreshes by result (ok or the refusal's reason)",
+            metrics.token_refreshes.clone(),
         );
         registry.register(
             "build",
@@ -428,6 +435,17 @@ impl RouteMetrics {
                     .inc();
             }
         }
+    }
+
+    /// Counts an in-band refresh: `ok`, or the reason the client was given.
+    pub fn token_refresh(&self, result: &'static str) {
+        self.metrics
+            .token_refreshes
+            .get_or_create(&ResultLabels {
+                route: self.route.clone(),
+                result,
+            })
+            .inc();
     }
 
     pub fn auth_failure(&self, reason: &'static str) {

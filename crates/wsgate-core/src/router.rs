@@ -168,6 +168,7 @@ mod tests {
                 forward_claims: Vec::new(),
                 on_expiry: OnExpiry::Close,
                 max_token_lifetime: None,
+                refresh_prefix: None,
             },
             origins: Origins::Any,
             limits: Limits::default(),

@@ -178,7 +178,7 @@ impl State {
             headers.insert(header::ORIGIN, origin);
         }
         let origin_ok = origin::check(&entry.route.origins, &headers).is_ok();
-        let policy_ok = auth::check_policy(&entry.route.auth, &session.principal).is_ok();
+        let policy_ok = auth::check_policy(&entry.route.auth, &session.principal()).is_ok();
         Some(same_provider && origin_ok && policy_ok)
     }
 }

@@ -537,6 +537,7 @@ mod tests {
             forward_claims: Vec::new(),
             on_expiry: OnExpiry::Close,
             max_token_lifetime: None,
+            refresh_prefix: None,
         };
         let long = principal(super::now() + 2 * hour, None);
         let short = principal(super::now() + hour / 2, None);
@@ -577,6 +578,7 @@ mod tests {
             ],
             on_expiry: OnExpiry::Close,
             max_token_lifetime: None,
+            refresh_prefix: None,
         };
         let claims = |json: &str| serde_json::from_str::<Map<String, Value>>(json).expect("json");
         let ok = claims(r#"{"sub":"alice","scope":"chat:read chat:write","roles":["user",7]}"#);

@@ -279,6 +279,7 @@ mod tests {
             )],
             on_expiry: OnExpiry::Close,
             max_token_lifetime: None,
+            refresh_prefix: None,
         }
     }
 

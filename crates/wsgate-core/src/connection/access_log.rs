@@ -35,6 +35,11 @@ pub(super) fn closed(
         dropped = outcome.dropped, "session closed");
 }
 
+/// An in-band refresh the proxy refused (the session goes on under its old token).
+pub(super) fn refresh_refused(peer: SocketAddr, route: &str, session: u64, reason: &str) {
+    info!(target: "wsgate::access", %peer, route, session, reason, "refresh refused");
+}
+
 /// Text from the request as the access log shows it: a client may put its token anywhere in
 /// the path (it is then refused), so any JWT-shaped run (two base64url parts of 8 or more
 /// characters and a third, joined by dots) is written as `[jwt]`, with its surroundings

@@ -142,7 +142,7 @@ fn route(state: &State, host: &str, path: &str) -> Result<Arc<RouteEntry>, Refus
 
 /// The token's signature and claims, then the revocations (checked on every handshake, cached
 /// verification or not), then the route's ceiling on token lifetimes and its claim rules.
-async fn authenticate(
+pub(super) async fn authenticate(
     shared: &Shared,
     state: &State,
     auth: &Auth,
@@ -196,7 +196,7 @@ fn outgoing(
 }
 
 /// When the session must close: the token's `exp` plus its provider's leeway.
-fn expires(state: &State, auth: &Auth, principal: &Principal) -> Option<Instant> {
+pub(super) fn expires(state: &State, auth: &Auth, principal: &Principal) -> Option<Instant> {
     match auth.on_expiry {
         OnExpiry::Close => {
             let leeway = state

@@ -8,6 +8,7 @@ mod access_log;
 mod admit;
 pub(crate) mod backend;
 pub(crate) mod handshake;
+mod refresh;
 mod respond;
 mod session;
 

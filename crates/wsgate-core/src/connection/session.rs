@@ -11,14 +11,16 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tracing::{Span, debug, trace};
 
-use super::{Pending, access_log};
+use std::sync::Arc;
+
+use super::{Pending, access_log, refresh};
 use crate::ratelimit::MessageLimits;
 use crate::relay;
 use crate::shared::Shared;
 
 /// `span` is the connection's: the session records its id in it and logs inside it, but the
 /// relay runs outside it (see [`super::run`]).
-pub(super) async fn run(shared: &Shared, pending: Pending, peer: SocketAddr, span: &Span) {
+pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr, span: &Span) {
     let Pending {
         entry,
         principal,
@@ -55,6 +57,7 @@ pub(super) async fn run(shared: &Shared, pending: Pending, peer: SocketAddr, spa
         expires,
         kicked: registration.kicked.clone(),
         busy_poll,
+        refresh: refresh::for_session(shared, &entry, &registration.session, peer),
     };
     let outcome = relay::run(
         (client, client_early),

@@ -50,7 +50,7 @@ impl Registry {
         let (session, kicked) = self.sessions.insert(route, principal, peer, origin);
         // A revocation made between the handshake's check and this insert kicked only the
         // sessions registered then: look again now that this one is visible to `revoke`.
-        if self.revocations.contains(&session.principal) {
+        if self.revocations.contains(&session.principal()) {
             session.kick(Kick::REVOKED);
         }
         Registration {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::revocations::Kind;
@@ -41,7 +42,9 @@ impl Kick {
 pub struct Session {
     pub id: u64,
     pub route: String,
-    pub principal: Arc<Principal>,
+    /// The token the session runs on: the one it was admitted with, or the latest in-band
+    /// refresh (same `sub`; `jti`, `exp` and claims may differ).
+    principal: ArcSwap<Principal>,
     pub peer: SocketAddr,
     /// The `Origin` the session was admitted with, to re-check it after a reload.
     pub origin: Option<String>,
@@ -51,15 +54,26 @@ pub struct Session {
 
 impl Session {
     pub fn to_json(&self) -> serde_json::Value {
+        let principal = self.principal.load();
         serde_json::json!({
             "id": self.id,
             "route": self.route,
-            "sub": self.principal.sub,
-            "jti": self.principal.jti,
+            "sub": principal.sub,
+            "jti": principal.jti,
             "peer": self.peer.to_string(),
             "since": unix(self.since),
-            "expires": self.principal.exp,
+            "expires": principal.exp,
         })
+    }
+
+    /// The token the session runs on now.
+    pub fn principal(&self) -> Arc<Principal> {
+        self.principal.load_full()
+    }
+
+    /// The session runs on `principal` from now on (an in-band refresh was accepted).
+    pub(crate) fn replace_principal(&self, principal: Arc<Principal>) {
+        self.principal.store(principal);
     }
 
     pub(crate) fn kick(&self, kick: Kick) {
@@ -68,7 +82,7 @@ impl Session {
 
     /// True when the session's token carries `value` as its `kind` claim.
     fn carries(&self, kind: Kind, value: &str) -> bool {
-        kind.of(&self.principal) == Some(value)
+        kind.of(&self.principal.load()) == Some(value)
     }
 }
 
@@ -105,7 +119,7 @@ impl Sessions {
         let session = Arc::new(Session {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             route: route.to_owned(),
-            principal,
+            principal: ArcSwap::new(principal),
             peer,
             origin,
             since: SystemTime::now(),
@@ -123,7 +137,7 @@ impl Sessions {
     pub fn list(&self, sub: Option<&str>, route: Option<&str>) -> Vec<Arc<Session>> {
         let mut sessions: Vec<Arc<Session>> = lock(&self.table)
             .values()
-            .filter(|s| sub.is_none_or(|sub| s.principal.sub.as_deref() == Some(sub)))
+            .filter(|s| sub.is_none_or(|sub| s.principal.load().sub.as_deref() == Some(sub)))
             .filter(|s| route.is_none_or(|route| s.route == route))
             .cloned()
             .collect();
@@ -159,7 +173,7 @@ impl Sessions {
         lock(&self.table)
             .values()
             .filter(|s| s.carries(kind, value))
-            .map(|s| SystemTime::now() + s.principal.remaining(leeway))
+            .map(|s| SystemTime::now() + s.principal.load().remaining(leeway))
             .max()
     }
 }

@@ -149,6 +149,36 @@ pub fn encode_control(
     at + len
 }
 
+/// A whole data frame (`fin` set) carrying `payload`, masked with `mask` when given: a
+/// message the proxy held whole goes on as one frame.
+pub fn encode_data(opcode: Opcode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAX_HEADER + payload.len());
+    out.push(0x80 | opcode.bits());
+    let bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(bit | n as u8),
+        n => match u16::try_from(n) {
+            Ok(n) => {
+                out.push(bit | 126);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => {
+                out.push(bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        },
+    }
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+    }
+    let at = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[at..], key, 0);
+    }
+    out
+}
+
 /// The payload of a close frame: code (big endian) and reason.
 pub fn close_payload(code: u16, reason: &str) -> ([u8; MAX_CONTROL], usize) {
     let mut payload = [0u8; MAX_CONTROL];
@@ -285,6 +315,11 @@ impl Reader {
     /// Inside a data frame's payload.
     pub fn in_payload(&self) -> bool {
         self.remaining > 0
+    }
+
+    /// The next data frame starts a message (none is in progress).
+    pub fn between_messages(&self) -> bool {
+        !self.in_message && self.remaining == 0
     }
 
     /// Reads the next header, control frame or payload chunk from `input`.

@@ -38,6 +38,7 @@
 
 pub(crate) mod busy;
 pub mod frame;
+mod gather;
 mod outside;
 mod own;
 mod pump;
@@ -55,6 +56,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::busy::{ReadNow, Relaying};
+pub(crate) use self::gather::Gather;
 use self::session::Session;
 use crate::config::Timeouts;
 use crate::metrics::RouteMetrics;
@@ -80,6 +82,30 @@ pub(crate) struct Policy {
     pub kicked: watch::Receiver<Option<Kick>>,
     /// `listen.busy_poll` (zero: never).
     pub busy_poll: Duration,
+    /// In-band refresh (`auth.refresh: message`).
+    pub refresh: Option<Refresh>,
+}
+
+/// In-band token refresh as the relay sees it: which messages are refreshes, and who judges
+/// their tokens (the connection layer, with the configuration in force).
+pub(crate) struct Refresh {
+    pub gather: Gather,
+    pub check: Check,
+}
+
+/// Judges a refresh's token: the new `exp` and the session's new deadline, or the reason for
+/// the refusal (`invalid_token`, `insufficient_scope`, `subject_mismatch`, `revoked`).
+pub(crate) type Check = Box<dyn Fn(String) -> Checking + Send + Sync>;
+pub(crate) type Checking =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Renewed, &'static str>> + Send>>;
+
+/// An accepted refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Renewed {
+    /// The new token's `exp` (Unix seconds), for the client's answer.
+    pub exp: u64,
+    /// When the session must now close (`None` with `on_expiry: ignore`).
+    pub expires: Option<Instant>,
 }
 
 /// How a session ended, for the access log and metrics.
@@ -199,6 +225,7 @@ mod tests {
                 expires: None,
                 kicked,
                 busy_poll: Duration::ZERO,
+                refresh: None,
             };
             let relaying = Relaying::new(1);
             let client = (client_proxy, Bytes::new());

@@ -1,6 +1,7 @@
 //! One direction of the session: reads its source, checks each frame as it passes, and writes
 //! its destination, with the proxy's own frames (pings, closes) slipped in between frames.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 
 use super::busy::ReadNow;
 use super::frame::{self, Opcode, Reader, Rules, Step};
+use super::gather::{Gather, Held, Path, Whole};
 use super::own::{Own, mask_key};
 use super::state::{Mode, Noted, Sink, Stop};
 use super::{KEEPALIVE, Traffic};
@@ -41,6 +43,15 @@ impl Buffer {
 }
 
 /// One direction: reads its source, checks frames, writes its destination.
+/// What a pump checks of the messages it passes (the client-to-backend direction only).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Inspect<'a> {
+    /// Message size and rate limits.
+    pub limits: Option<&'a MessageLimits>,
+    /// Messages to be read whole (in-band refreshes).
+    pub gather: Option<&'a Gather>,
+}
+
 pub(super) struct Pump {
     buf: Buffer,
     /// `buf[head..tail]` is read and not yet looked at...
@@ -60,10 +71,15 @@ pub(super) struct Pump {
     to_backend: bool,
     /// The destination holds part of a frame: nothing of the proxy's own may be written.
     mid_frame: bool,
-    pub(super) own: Option<Own>,
-    /// The proxy's close, waiting for `own` (partly written) to be finished.
-    own_next: Option<Own>,
+    /// Frames of the proxy's own, in order; only the first may be partly written.
+    pub(super) own: VecDeque<Own>,
     unflushed: bool,
+    /// The message being held whole.
+    held: Option<Held>,
+    /// A held message going on to the destination as one frame, and how much of it went.
+    emit: Option<(Vec<u8>, usize)>,
+    /// A refresh token taken from the source, until the session takes it (reading waits).
+    pub(super) taken: Option<String>,
     /// Where the destination is in the close sequence.
     pub(super) sink: Sink,
     /// Since when a write to the destination has been waiting.
@@ -100,9 +116,11 @@ impl Pump {
             mode: Mode::Forward,
             to_backend,
             mid_frame: false,
-            own: None,
-            own_next: None,
+            own: VecDeque::new(),
             unflushed: false,
+            held: None,
+            emit: None,
+            taken: None,
             sink: Sink::Open,
             blocked_since: None,
             noted: Noted::default(),
@@ -123,16 +141,24 @@ impl Pump {
 
     /// [`Pump::own_close`] with the payload as it goes out (empty: a close without a code).
     pub(super) fn own_close_payload(&mut self, payload: &[u8]) {
-        let closing = |own: &Option<Own>| own.as_ref().is_some_and(|own| own.close);
-        if !self.sink.open() || closing(&self.own) || closing(&self.own_next) {
+        if !self.sink.open() || self.own.iter().any(|own| own.close) {
             return;
         }
+        // Nothing else of the proxy's goes after its close; a frame partly written must be
+        // finished first, or the peer reads garbage.
+        self.own.retain(|own| own.written > 0);
         let mask = self.to_backend.then(mask_key);
-        let close = Own::new(Opcode::Close, payload, mask, true);
-        match &self.own {
-            // A frame partly written must be finished first, or the peer reads garbage.
-            Some(own) if own.written > 0 => self.own_next = Some(close),
-            _ => self.own = Some(close),
+        self.own
+            .push_back(Own::new(Opcode::Close, payload, mask, true));
+    }
+
+    /// Queues a text message of the proxy's own for the destination (the client: a refresh's
+    /// answer), written between frames.
+    pub(super) fn own_text(&mut self, text: &str) {
+        if self.sink.open() && !self.own.iter().any(|own| own.close) {
+            let mask = self.to_backend.then(mask_key);
+            self.own
+                .push_back(Own::new(Opcode::Text, text.as_bytes(), mask, false));
         }
     }
 
@@ -167,7 +193,11 @@ impl Pump {
     /// Nothing left to do for this direction.
     pub(super) fn settled(&self) -> bool {
         let written = self.sink.dead()
-            || (self.out == self.head && self.own.is_none() && !self.unflushed && self.skip == 0);
+            || (self.out == self.head
+                && self.own.is_empty()
+                && self.emit.is_none()
+                && !self.unflushed
+                && self.skip == 0);
         written && self.mode == Mode::Done
     }
 
@@ -182,7 +212,7 @@ impl Pump {
         cx: &mut Context<'_>,
         src: &mut R,
         dst: &mut W,
-        limits: Option<&MessageLimits>,
+        inspect: Inspect<'_>,
         metrics: &RouteMetrics,
         spinning: bool,
     ) -> Poll<Stop>
@@ -193,12 +223,12 @@ impl Pump {
         loop {
             if self.sink.dead() {
                 self.out = self.head;
-                self.own = None;
-                self.own_next = None;
+                self.own.clear();
+                self.emit = None;
                 self.unflushed = false;
             }
             // 1. Go through what was read; what is forwarded accumulates for one write.
-            let need_more = match self.look(limits, metrics) {
+            let need_more = match self.look(inspect, metrics) {
                 Ok(need_more) => need_more,
                 Err(stop) => return Poll::Ready(stop),
             };
@@ -225,9 +255,24 @@ impl Pump {
                 self.skip = 0;
                 continue;
             }
-            // 4. A frame of the proxy's own, between frames.
+            // 4. A message held whole, going on as one frame (nothing comes between).
+            if let Some((frame, written)) = &mut self.emit {
+                match Pin::new(&mut *dst).poll_write(cx, &frame[*written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        *written += n;
+                        if *written == frame.len() {
+                            self.emit = None;
+                        }
+                        self.wrote();
+                        continue;
+                    }
+                    Poll::Pending => return self.blocked(),
+                    Poll::Ready(_) => return self.sink_failed(),
+                }
+            }
+            // 5. A frame of the proxy's own, between frames.
             if !self.mid_frame
-                && let Some(own) = &mut self.own
+                && let Some(own) = self.own.front_mut()
             {
                 match Pin::new(&mut *dst).poll_write(cx, &own.bytes[own.written..own.len]) {
                     Poll::Ready(Ok(n)) if n > 0 => {
@@ -236,7 +281,7 @@ impl Pump {
                             if own.close {
                                 self.sink.close_sent();
                             }
-                            self.own = self.own_next.take();
+                            self.own.pop_front();
                         }
                         self.wrote();
                         continue;
@@ -251,7 +296,7 @@ impl Pump {
             if self.mode == Mode::Done {
                 return self.idle(cx, dst);
             }
-            // 5. Read more.
+            // 6. Read more.
             if self.head == self.tail {
                 (self.head, self.tail, self.out) = (0, 0, 0);
             } else if need_more && self.head > 0 {
@@ -305,12 +350,15 @@ impl Pump {
     /// Goes through what was read as far as it can, deciding each byte's fate: forwarded bytes
     /// join `out..head`, dropped ones wait in `skip` while forwarded ones precede them.
     /// `Ok(true)` when the input ends inside a header or control frame; `Err` when the pump stops.
-    fn look(
-        &mut self,
-        limits: Option<&MessageLimits>,
-        metrics: &RouteMetrics,
-    ) -> Result<bool, Stop> {
-        while self.skip == 0 && self.head < self.tail && !self.fill && self.mode != Mode::Done {
+    fn look(&mut self, inspect: Inspect<'_>, metrics: &RouteMetrics) -> Result<bool, Stop> {
+        let Inspect { limits, gather } = inspect;
+        while self.skip == 0
+            && self.emit.is_none()
+            && self.taken.is_none()
+            && self.head < self.tail
+            && !self.fill
+            && self.mode != Mode::Done
+        {
             if self.mode == Mode::ToBoundary && !self.mid_frame {
                 self.mode = if self.abandoned {
                     Mode::Done
@@ -323,6 +371,16 @@ impl Pump {
             }
             let discard = self.mode == Mode::Discard;
             let input = &self.buf.bytes()[self.head..self.tail];
+            let mut path = Path::Stream;
+            if let Some(gather) = gather
+                && !discard
+                && self.reader.between_messages()
+            {
+                path = gather.path(input);
+                if path == Path::Undecided {
+                    return Ok(true);
+                }
+            }
             match self.reader.step(input) {
                 Err(violation) => {
                     if self.mid_frame {
@@ -342,6 +400,7 @@ impl Pump {
                     message_end,
                 }) => {
                     if discard {
+                        self.held = None;
                         self.drop_bytes(len);
                         continue;
                     }
@@ -371,6 +430,18 @@ impl Pump {
                         self.dropping = !message_end;
                         continue;
                     }
+                    if first && path == Path::Hold {
+                        self.held = Some(Held::new(&header));
+                    }
+                    if let Some(held) = &mut self.held {
+                        held.frame(&header);
+                        self.drop_bytes(len);
+                        self.noted.active = true;
+                        if message_end {
+                            self.whole(gather);
+                        }
+                        continue;
+                    }
                     if first {
                         self.traffic.messages += 1;
                         self.unreported.messages += 1;
@@ -388,9 +459,19 @@ impl Pump {
                     message_end,
                 }) => {
                     if discard || self.dropping {
+                        self.held = None;
                         self.drop_bytes(len);
                         if message_end {
                             self.dropping = false;
+                        }
+                        continue;
+                    }
+                    if let (Some(held), Some(gather)) = (&mut self.held, gather) {
+                        held.payload(gather, &input[..len]);
+                        self.drop_bytes(len);
+                        self.noted.active = true;
+                        if message_end {
+                            self.whole(Some(gather));
                         }
                         continue;
                     }
@@ -452,6 +533,24 @@ impl Pump {
             }
         }
         Ok(false)
+    }
+
+    /// A held message is whole: a refresh waits for the session, anything else goes on.
+    fn whole(&mut self, gather: Option<&Gather>) {
+        let (Some(held), Some(gather)) = (self.held.take(), gather) else {
+            return;
+        };
+        match held.finish(gather) {
+            Whole::Refresh(token) => self.taken = Some(token),
+            Whole::Forward(frame) => {
+                self.traffic.messages += 1;
+                self.unreported.messages += 1;
+                let bytes = frame.len() as u64;
+                self.traffic.bytes += bytes;
+                self.unreported.bytes += bytes;
+                self.emit = Some((frame, 0));
+            }
+        }
     }
 
     /// Drops the next `len` bytes, at once when nothing before them waits to be written.
@@ -586,18 +685,33 @@ mod tests {
             room: 3,
             ..Trickle::default()
         };
-        pump.own = Some(Own::new(Opcode::Ping, KEEPALIVE, None, false));
+        pump.own
+            .push_back(Own::new(Opcode::Ping, KEEPALIVE, None, false));
         assert!(
-            pump.poll(&mut cx, &mut Silent, &mut client, None, &metrics, false)
-                .is_pending()
+            pump.poll(
+                &mut cx,
+                &mut Silent,
+                &mut client,
+                Inspect::default(),
+                &metrics,
+                false
+            )
+            .is_pending()
         );
         assert_eq!(client.written.len(), 3, "a short write, mid-ping");
         // A kick lands now.
         pump.own_close(4003, "revoked");
         client.room = usize::MAX;
         assert!(
-            pump.poll(&mut cx, &mut Silent, &mut client, None, &metrics, false)
-                .is_pending()
+            pump.poll(
+                &mut cx,
+                &mut Silent,
+                &mut client,
+                Inspect::default(),
+                &metrics,
+                false
+            )
+            .is_pending()
         );
         let mut ping = [0; MAX_CONTROL_FRAME];
         let ping_len = frame::encode_control(Opcode::Ping, KEEPALIVE, None, &mut ping);

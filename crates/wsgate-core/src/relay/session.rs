@@ -12,9 +12,9 @@ use super::busy::{ReadNow, Relaying};
 use super::frame::{Opcode, Rules};
 use super::outside::Outside;
 use super::own::Own;
-use super::pump::Pump;
+use super::pump::{Inspect, Pump};
 use super::state::{Mode, Stop};
-use super::{ABNORMAL, KEEPALIVE, Outcome, Policy};
+use super::{ABNORMAL, Checking, KEEPALIVE, Outcome, Policy, Renewed};
 use crate::metrics::RouteMetrics;
 use crate::registry::Kick;
 
@@ -72,6 +72,11 @@ pub(super) struct Session<'a, C, B> {
     policy: &'a Policy,
     /// When `timeouts.max_session` ends the session (`None`: never).
     capped: Option<Instant>,
+    /// When the token expires (`None` with `on_expiry: ignore`): the admitted token's, or the
+    /// latest accepted refresh's.
+    expires: Option<Instant>,
+    /// The refresh being checked; the next waits in the up pump until it is answered.
+    refreshing: Option<Checking>,
     /// The session's one timer, armed for the earliest deadline below.
     sleep: Pin<Box<Sleep>>,
     armed: Instant,
@@ -138,6 +143,8 @@ where
             policy,
             // A cap too far away to be represented is no cap.
             capped: timeouts.max_session.and_then(|max| now.checked_add(max)),
+            expires: policy.expires,
+            refreshing: None,
             sleep: Box::pin(tokio::time::sleep_until(now + timeouts.idle)),
             armed: now + timeouts.idle,
             fired: false,
@@ -200,13 +207,16 @@ where
                     self.proxy_close(First::Kicked(kick));
                 }
             }
-            let limits = Some(&self.policy.limits);
+            let inspect = Inspect {
+                limits: Some(&self.policy.limits),
+                gather: self.policy.refresh.as_ref().map(|refresh| &refresh.gather),
+            };
             let spinning = self.spinning;
             if let Poll::Ready(stop) = self.up.poll(
                 cx,
                 &mut self.client,
                 &mut self.backend,
-                limits,
+                inspect,
                 self.metrics,
                 spinning,
             ) {
@@ -217,7 +227,7 @@ where
                 cx,
                 &mut self.backend,
                 &mut self.client,
-                None,
+                Inspect::default(),
                 self.metrics,
                 spinning,
             ) {
@@ -226,7 +236,7 @@ where
             }
             // A pump already closing can lose its destination without stopping (it only
             // reads on to a boundary): look again before waiting.
-            if self.abandon_cut_off() {
+            if self.abandon_cut_off() || self.refresh(cx) {
                 continue;
             }
             let up = std::mem::take(&mut self.up.noted);
@@ -276,6 +286,43 @@ where
         }
     }
 
+    /// Takes a refresh from the up pump when none is being checked, and answers the one being
+    /// checked once its check is done. True when a pump has something new to do.
+    fn refresh(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(refresh) = &self.policy.refresh else {
+            return false;
+        };
+        if self.refreshing.is_none()
+            && let Some(token) = self.up.taken.take()
+        {
+            // Even a session that is closing reads on past it (nothing is answered then).
+            if self.first.is_none() {
+                self.refreshing = Some((refresh.check)(token));
+            }
+            return true;
+        }
+        let Some(checking) = &mut self.refreshing else {
+            return false;
+        };
+        let Poll::Ready(verdict) = checking.as_mut().poll(cx) else {
+            return false;
+        };
+        self.refreshing = None;
+        if self.first.is_some() {
+            return true;
+        }
+        let prefix = String::from_utf8_lossy(&refresh.gather.prefix);
+        let answer = match verdict {
+            Ok(Renewed { exp, expires }) => {
+                self.expires = expires;
+                format!("{prefix}ok {exp}")
+            }
+            Err(reason) => format!("{prefix}error {reason}"),
+        };
+        self.down.own_text(&answer);
+        true
+    }
+
     /// The session moved data within `busy_poll` and the proxy is nearly idle.
     fn busy(&self) -> bool {
         let window = self.policy.busy_poll;
@@ -292,7 +339,7 @@ where
         }
         let timeouts = &self.policy.timeouts;
         let mut next = self.idle_check.min(self.next_ping);
-        if let Some(expires) = self.policy.expires {
+        if let Some(expires) = self.expires {
             next = next.min(expires);
         }
         if let Some(capped) = self.capped {
@@ -315,7 +362,7 @@ where
             return now >= by;
         }
         let timeouts = self.policy.timeouts;
-        if self.policy.expires.is_some_and(|at| now >= at) {
+        if self.expires.is_some_and(|at| now >= at) {
             self.proxy_close(First::Expired);
         } else if self.capped.is_some_and(|at| now >= at) {
             self.proxy_close(First::Capped);
@@ -349,8 +396,10 @@ where
             // While the backend takes nothing from the client, the client's pong cannot be
             // read: the proxy pings on, each ping restarting the wait.
             let blocked = self.up.blocked_since.is_some();
-            if (self.awaiting_pong.is_none() || blocked) && self.down.own.is_none() {
-                self.down.own = Some(Own::new(Opcode::Ping, KEEPALIVE, None, false));
+            if (self.awaiting_pong.is_none() || blocked) && self.down.own.is_empty() {
+                self.down
+                    .own
+                    .push_back(Own::new(Opcode::Ping, KEEPALIVE, None, false));
                 self.awaiting_pong = Some(now);
             }
         }
