@@ -142,17 +142,22 @@ pub async fn run(shutdown: impl Future<Output = ()> + Send + 'static) -> Result<
     let admin = server.admin_addr();
     let running = tokio::spawn(server.run(shutdown));
     let url = format!("wss://localhost:{}/echo", addr.port());
-    tokio::spawn(
-        issuer
-            .clone()
-            .serve(issuer_listener, Arc::from(issuer::page(&url))),
-    );
+    tokio::spawn(issuer.clone().serve(
+        issuer_listener,
+        Arc::from(issuer::page(&url, Some(config::DEFAULT_REFRESH_PREFIX))),
+    ));
 
     wait_ready(admin).await?;
-    let token = issuer
-        .token("alice", Duration::from_secs(60))
-        .map_err(|e| Error::SelfCheck(e.to_string()))?;
-    let echoed = self_check(addr, root.clone(), &url, Some(&token)).await?;
+    let mint = |ttl| {
+        issuer
+            .token("alice", Duration::from_secs(ttl))
+            .map_err(|e| Error::SelfCheck(e.to_string()))
+    };
+    let tokens = Tokens {
+        first: mint(60)?,
+        renewal: mint(120)?,
+    };
+    let (echoed, renewed) = self_check(addr, root.clone(), &url, Some(&tokens)).await?;
     let refused = match self_check(addr, root, &url, None).await {
         Err(Error::SelfCheck(why)) => why,
         Ok(_) => {
@@ -169,6 +174,7 @@ pub async fn run(shutdown: impl Future<Output = ()> + Send + 'static) -> Result<
         issuer: issuer_addr,
         ca: &ca_path,
         echoed: &echoed,
+        renewed: &renewed,
         refused: &refused,
     });
     let _ = running.await;
@@ -283,13 +289,20 @@ async fn bind_preferring(
     }
 }
 
-/// Opens a real WSS session through the proxy and returns what came back.
+/// The self-check's tokens: one to open the session with, one to renew it in-band.
+struct Tokens {
+    first: String,
+    renewal: String,
+}
+
+/// Opens a real WSS session through the proxy, sends a message and then an in-band refresh,
+/// and returns the echo and the proxy's answer to the refresh.
 async fn self_check(
     addr: SocketAddr,
     root: CertificateDer<'static>,
     url: &str,
-    token: Option<&str>,
-) -> Result<String, Error> {
+    tokens: Option<&Tokens>,
+) -> Result<(String, String), Error> {
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::SelfCheck(format!("{what}: {e}"));
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -310,8 +323,8 @@ async fn self_check(
     let mut request = url
         .into_client_request()
         .map_err(|e| failed("request", &e))?;
-    if let Some(token) = token {
-        let value = format!("Bearer {token}")
+    if let Some(tokens) = tokens {
+        let value = format!("Bearer {}", tokens.first)
             .parse()
             .map_err(|e| failed("header", &e))?;
         request.headers_mut().insert("authorization", value);
@@ -323,12 +336,30 @@ async fn self_check(
     ws.send(Message::text(text))
         .await
         .map_err(|e| failed("send", &e))?;
-    let echoed = match ws.next().await {
-        Some(Ok(Message::Text(echoed))) => echoed.to_string(),
-        other => return Err(Error::SelfCheck(format!("unexpected answer {other:?}"))),
-    };
+    let echoed = text_answer(&mut ws).await?;
+    // Without tokens the upgrade was refused above; with them the session renews in-band.
+    let renewal = tokens.map(|t| t.renewal.as_str()).unwrap_or_default();
+    ws.send(Message::text(format!(
+        "{}{renewal}",
+        config::DEFAULT_REFRESH_PREFIX
+    )))
+    .await
+    .map_err(|e| failed("send", &e))?;
+    let renewed = text_answer(&mut ws).await?;
     let _ = ws.close(None).await;
-    Ok(echoed)
+    Ok((echoed, renewed))
+}
+
+/// The next message, which must be text.
+async fn text_answer<S, E>(ws: &mut S) -> Result<String, Error>
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => Ok(text.to_string()),
+        other => Err(Error::SelfCheck(format!("unexpected answer {other:?}"))),
+    }
 }
 
 struct Shown<'a> {
@@ -338,6 +369,7 @@ struct Shown<'a> {
     issuer: SocketAddr,
     ca: &'a Path,
     echoed: &'a str,
+    renewed: &'a str,
     refused: &'a str,
 }
 
@@ -349,6 +381,7 @@ fn print_instructions(shown: &Shown<'_>) {
         issuer,
         ca,
         echoed,
+        renewed,
         refused,
     } = shown;
     let port = addr.port();
@@ -364,10 +397,12 @@ wsgate demo is running (Ctrl-C to stop)
 
 Self-check:
   with a token:    sent \"hello through wsgate\", the echo came back: {echoed:?}
+  in-band refresh: sent a new token as \"wsgate.refresh:<JWT>\", the proxy answered: {renewed:?}
   without a token: {refused}
 
-Try it in a browser: open http://127.0.0.1:{issuer_port}/ (it fetches a token and connects
-with new WebSocket(url, [\"bearer\", token]); accept the certificate at https://localhost:{port}/ first).
+Try it in a browser: open http://127.0.0.1:{issuer_port}/ (it fetches a token, connects
+with new WebSocket(url, [\"bearer\", token]) and renews the 60-second token in-band before it
+expires; accept the certificate at https://localhost:{port}/ first).
 
 Or with curl:
   TOKEN=$(curl -s 'http://{issuer}/token?sub=alice&ttl=60')

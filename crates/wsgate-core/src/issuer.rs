@@ -197,14 +197,21 @@ pub async fn run(
         tracing::warn!(%address, "the dev issuer signs a token for anyone who reaches it");
     }
     tokio::select! {
-        () = dev.serve(listener, Arc::from(page(ws_url))) => {}
+        () = dev.serve(listener, Arc::from(page(ws_url, None))) => {}
         () = shutdown => {}
     }
     Ok(())
 }
 
 /// The demo page: get a token, open `wss_url` with `["bearer", token]`, echo what is typed.
-pub fn page(wss_url: &str) -> String {
+/// With `refresh_prefix` (the route has `auth.refresh: message`) the page hands the proxy a
+/// fresh token in-band at 80 % of each token's life, so the session outlives its first token.
+pub fn page(wss_url: &str, refresh_prefix: Option<&str>) -> String {
+    // The prefix is a config value of printable ASCII without spaces; as a JS string literal
+    // it needs only its quotes and backslashes escaped.
+    let prefix = refresh_prefix
+        .map(|p| format!("'{}'", p.replace('\\', "\\\\").replace('\'', "\\'")))
+        .unwrap_or_else(|| "null".to_owned());
     format!(
         r#"<!doctype html>
 <meta charset="utf-8">
@@ -213,20 +220,47 @@ pub fn page(wss_url: &str) -> String {
 <h1>wsgate demo</h1>
 <p>This page asks the dev issuer for a token, then opens <code>{wss_url}</code> with the token
 as a WebSocket subprotocol (<code>new WebSocket(url, ["bearer", token])</code>). The proxy checks
-the token and the page's Origin, strips the token, and relays to an echo backend.</p>
+the token and the page's Origin, strips the token, and relays to an echo backend. Tokens live
+60 seconds; where the route allows in-band refresh the page sends the proxy a fresh one before
+each expires, and the session goes on without reconnecting.</p>
 <p>If the connection fails at once, open <a href="{https_url}">{https_url}</a> once and accept
 the self-signed certificate, then come back.</p>
 <p><input id="msg" value="hello through wsgate"> <button id="send">Send</button>
 <button id="bad">Try without a token</button></p>
 <pre id="log"></pre>
 <script>
-const log = (line) => {{ document.getElementById('log').textContent += line + '\n'; }};
+const log = (line) => {{ document.getElementById('log').textContent += new Date().toLocaleTimeString() + '  ' + line + '\n'; }};
+const PREFIX = {prefix};
+const TTL = 60;
+const token = async () => (await fetch('/token?sub=browser&ttl=' + TTL)).text();
 let ws;
+// Renew at 80 % of the life left before `exp` (Unix seconds).
+const schedule = (exp) => setTimeout(renew, Math.max(1000, (exp * 1000 - Date.now()) * 0.8));
+async function renew() {{
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  ws.send(PREFIX + await token());
+  log('refresh sent');
+}}
 async function open() {{
-  const token = await (await fetch('/token?sub=browser&ttl=120')).text();
-  ws = new WebSocket('{wss_url}', ['bearer', token]);
-  ws.onopen = () => log('open (subprotocol: ' + ws.protocol + ')');
-  ws.onmessage = (e) => log('echo: ' + e.data);
+  ws = new WebSocket('{wss_url}', ['bearer', await token()]);
+  ws.onopen = () => {{
+    log('open (subprotocol: ' + ws.protocol + ')');
+    if (PREFIX) schedule(Date.now() / 1000 + TTL);
+    else log('this route has no in-band refresh: the session ends when its token expires');
+  }};
+  ws.onmessage = (e) => {{
+    if (PREFIX && typeof e.data === 'string' && e.data.startsWith(PREFIX)) {{
+      const [verdict, detail] = e.data.slice(PREFIX.length).split(' ');
+      if (verdict === 'ok') {{
+        log('refresh accepted: the session now lasts until ' + new Date(detail * 1000).toLocaleTimeString());
+        schedule(Number(detail));
+      }} else {{
+        log('refresh refused (' + detail + '): the session ends at the old expiry');
+      }}
+      return;
+    }}
+    log('echo: ' + e.data);
+  }};
   ws.onclose = (e) => log('closed ' + e.code + ' ' + e.reason);
 }}
 document.getElementById('send').onclick = () => ws && ws.send(document.getElementById('msg').value);
