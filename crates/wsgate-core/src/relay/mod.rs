@@ -50,7 +50,6 @@ mod violation;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -131,35 +130,37 @@ pub(crate) struct Traffic {
 /// Relays until either side closes or a limit, timer or `shutdown` ends the session.
 /// With each stream come the bytes its peer sent before the relay took over; they are copied
 /// and the buffer holding them (hyper's whole read buffer) is let go at once.
-pub(crate) async fn run<C, B>(
+///
+/// Not an `async fn`: the session is built before the future exists, so the future holds the
+/// streams once (inside the session) rather than also as its arguments for its whole life. An
+/// idle session's memory is mostly this future (issue 18).
+pub(crate) fn run<'a, C, B>(
     client: (C, Bytes),
     backend: (B, Bytes),
-    metrics: &RouteMetrics,
-    shutdown: &CancellationToken,
-    policy: &Policy,
-    relaying: &Relaying,
-) -> Outcome
+    metrics: &'a RouteMetrics,
+    shutdown: &'a CancellationToken,
+    policy: &'a Policy,
+    relaying: &'a Relaying,
+) -> impl Future<Output = Outcome> + 'a
 where
-    C: ReadNow,
-    B: ReadNow,
+    C: ReadNow + 'a,
+    B: ReadNow + 'a,
 {
     let mut session = Session::new(
         client.0, &client.1, backend.0, &backend.1, metrics, policy, relaying,
     );
-    let entered = relaying.enter();
     drop((client.1, backend.1));
-    let mut cancelled = std::pin::pin!(shutdown.cancelled());
-    let mut kick = std::pin::pin!(kicked(policy.kicked.clone()));
-    std::future::poll_fn(|cx| session.poll(cx, cancelled.as_mut(), kick.as_mut())).await;
-    session.report();
-    drop(entered);
-    // The closing handshake is done (or timed out): end both connections.
-    let (mut client, mut backend, outcome) = session.end();
-    let goodbye = async {
-        let _ = tokio::join!(client.shutdown(), backend.shutdown());
-    };
-    drop(tokio::time::timeout(Duration::from_secs(1), goodbye).await);
-    outcome
+    async move {
+        let entered = relaying.enter();
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        let mut kick = std::pin::pin!(kicked(policy.kicked.clone()));
+        std::future::poll_fn(|cx| session.poll(cx, cancelled.as_mut(), kick.as_mut())).await;
+        session.report();
+        drop(entered);
+        // The closing handshake is done (or timed out): end both connections, in place.
+        drop(tokio::time::timeout(Duration::from_secs(1), session.goodbye()).await);
+        session.outcome()
+    }
 }
 
 /// Completes when the session is kicked from outside.
@@ -181,7 +182,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::io::{AsyncReadExt, DuplexStream, duplex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
     use tokio::task::JoinHandle;
 
     use super::frame::{self, MAX_CONTROL_FRAME, Opcode};

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 
 use super::busy::{ReadNow, Relaying};
@@ -161,20 +162,24 @@ where
     }
 
     /// The two streams back (to be shut down) and how the session went.
-    pub(super) fn end(self) -> (C, B, Outcome) {
+    pub(super) fn outcome(&self) -> Outcome {
         let (code, by, reason) = self
             .first
             .as_ref()
             .map_or((ABNORMAL, "proxy", "unexpected"), describe);
-        let outcome = Outcome {
+        Outcome {
             code,
             by,
             reason,
             up: self.up.traffic,
             down: self.down.traffic,
             dropped: self.up.dropped,
-        };
-        (self.client, self.backend, outcome)
+        }
+    }
+
+    /// Ends both connections (TLS close_notify, TCP FIN), both at once.
+    pub(super) async fn goodbye(&mut self) {
+        let _ = tokio::join!(self.client.shutdown(), self.backend.shutdown());
     }
 }
 
