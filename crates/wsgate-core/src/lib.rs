@@ -34,6 +34,8 @@
 //!            origin.rs        the Origin check          peer.rs    client address, XFF
 //!            router.rs        host + path-prefix routes path.rs    the request path rule
 //!            ratelimit.rs     rates and caps (ratelimit::Limit names every kind)
+//!            messages/        message rules: a bounded JSON check (json.rs), schemas
+//!                             (schema.rs), judged on messages the up pump holds whole
 //!            registry/        live sessions (sessions.rs) and revocations (revocations.rs)
 //! ground     config/          the YAML file -> a validated Config (raw, structure, validate/
 //!                             by section, scalars, units, origins)
@@ -46,7 +48,7 @@
 //! runs a session, both consult the policy modules, and everything reads the configuration.
 //! Where the next capabilities go: shared (fleet) revocations and caps stand behind
 //! `registry::Revocations` and `ratelimit::Counts`; message rules and in-band token refresh
-//! are steps of the relay's client-to-backend direction; WebSockets over HTTP/2 (RFC 8441)
+//! are steps of the relay's client-to-backend direction (relay/gather.rs holds such messages); WebSockets over HTTP/2 (RFC 8441)
 //! is a second way into `connection/` (an extended CONNECT in `handshake.rs`, hyper's HTTP/2
 //! server in `mod.rs`) that hands the same `admit()` and session the request.
 
@@ -56,6 +58,7 @@ mod connection;
 pub mod demo;
 mod exposition;
 pub mod issuer;
+pub mod messages;
 pub mod metrics;
 pub mod origin;
 mod path;
