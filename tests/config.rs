@@ -5,6 +5,7 @@ use std::path::Path;
 
 use wsgate_core::Config;
 use wsgate_core::config::{Error, HostMatch};
+use wsgate_core::messages::{Binary, OnInvalid, Text};
 
 use crate::support::Pki;
 
@@ -504,5 +505,113 @@ fn refresh_is_off_by_default_and_its_prefix_defaults_when_on() {
             .auth
             .refresh_prefix,
         Some("app/renew:".to_owned())
+    );
+}
+
+#[test]
+fn message_rules_parse_with_their_defaults_and_schema() {
+    let pki = Pki::new();
+    let dir = pki.dir.path().join("schemas");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("chat.json"), r#"{"type": "object"}"#).expect("write");
+    let with = |messages: &str| {
+        let yaml = valid(&pki).replace(
+            "    origins: any\n",
+            &format!("    origins: any\n{messages}"),
+        );
+        Config::parse(&yaml, pki.dir.path(), &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert!(with("").routes[0].messages.is_none());
+    let config = with("    messages: {}\n");
+    let rules = config.routes[0].messages.as_ref().expect("rules");
+    assert_eq!(rules.text, Text::Any);
+    assert_eq!(rules.binary, Binary::Allow);
+    assert_eq!(rules.max_depth, 32);
+    assert_eq!(rules.on_invalid, OnInvalid::Close);
+    assert!(rules.schema.is_none());
+    let config = with(
+        "    messages:\n      text: json\n      binary: refuse\n      max_depth: 4\n      schema: schemas/chat.json\n      on_invalid: drop\n",
+    );
+    let rules = config.routes[0].messages.as_ref().expect("rules");
+    assert_eq!(
+        (rules.text, rules.binary, rules.max_depth, rules.on_invalid),
+        (Text::Json, Binary::Refuse, 4, OnInvalid::Drop)
+    );
+    let schema = rules.schema.as_ref().expect("a schema");
+    assert_eq!(schema.path(), dir.join("chat.json"));
+}
+
+#[test]
+fn bad_message_rules_name_their_path_and_line() {
+    let pki = Pki::new();
+    std::fs::write(pki.dir.path().join("bad.json"), r#"{"type": 12}"#).expect("write");
+    std::fs::write(pki.dir.path().join("text.json"), "{not json").expect("write");
+    std::fs::write(pki.dir.path().join("ok.json"), "{}").expect("write");
+    let table: &[(&str, &str)] = &[
+        (
+            "text: xml",
+            "routes[0].messages.text (line 17): \"xml\": expected any or json",
+        ),
+        (
+            "binary: deny",
+            "routes[0].messages.binary (line 17): \"deny\": expected allow or refuse",
+        ),
+        (
+            "max_depth: 0",
+            "routes[0].messages.max_depth (line 17): \"0\": expected a whole number from 1 to 128",
+        ),
+        (
+            "max_depth: 129",
+            "routes[0].messages.max_depth (line 17): \"129\": expected a whole number from 1 to 128",
+        ),
+        (
+            "on_invalid: ignore",
+            "routes[0].messages.on_invalid (line 17): \"ignore\": expected close or drop",
+        ),
+        (
+            "size: 3",
+            "routes[0].messages.size (line 17): unknown field `size`",
+        ),
+        (
+            "text: json\n      schema: missing.json",
+            "routes[0].messages.schema (line 18): \"missing.json\": cannot read",
+        ),
+        (
+            "text: json\n      schema: bad.json",
+            "routes[0].messages.schema (line 18): \"bad.json\": ",
+        ),
+        (
+            "text: json\n      schema: text.json",
+            "routes[0].messages.schema (line 18): \"text.json\": ",
+        ),
+        (
+            "schema: ok.json",
+            "routes[0].messages.schema (line 17): a schema needs `text: json`",
+        ),
+        (
+            "text: any\n      schema: ok.json",
+            "routes[0].messages.schema (line 18): a schema needs `text: json`",
+        ),
+    ];
+    for (messages, expected) in table {
+        let yaml = valid(&pki).replace(
+            "    origins: any\n",
+            &format!("    origins: any\n    messages:\n      {messages}\n"),
+        );
+        let found = problems(&yaml, pki.dir.path());
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "expected {expected:?} for\n{yaml}\ngot {found:#?}"
+        );
+    }
+    // The schema's own problem is named.
+    let yaml = valid(&pki).replace(
+        "    origins: any\n",
+        "    origins: any\n    messages:\n      text: json\n      schema: bad.json\n",
+    );
+    let found = problems(&yaml, pki.dir.path()).join("\n");
+    assert!(
+        found.contains("is not a valid JSON Schema (draft 2020-12)"),
+        "{found}"
     );
 }

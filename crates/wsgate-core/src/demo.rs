@@ -278,6 +278,7 @@ async fn bind_preferring(
             },
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            messages: None,
         }],
     };
     match Server::bind(config(8443, 9090)).await {

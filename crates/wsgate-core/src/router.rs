@@ -173,6 +173,7 @@ mod tests {
             origins: Origins::Any,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            messages: None,
         }
     }
 

@@ -19,6 +19,7 @@ use hyper::header::HeaderName;
 pub use jsonwebtoken::Algorithm;
 
 use self::origins::Pattern;
+use crate::messages::Rules;
 use crate::tls::Identity;
 
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,6 +187,8 @@ pub struct Route {
     pub origins: Origins,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// `messages`: absent, messages are relayed as frames, unjudged.
+    pub messages: Option<Arc<Rules>>,
 }
 
 /// `N` events per `per` (`100/s`, `20/m`, `1000/h`; bytes for `byte_rate`: `1MiB/s`).

@@ -60,6 +60,17 @@ pub struct Route {
     pub origins: Option<Spanned<Origins>>,
     pub limits: Option<Spanned<Limits>>,
     pub timeouts: Option<Spanned<Timeouts>>,
+    pub messages: Option<Spanned<Messages>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Messages {
+    pub text: Option<Scalar>,
+    pub binary: Option<Scalar>,
+    pub max_depth: Option<Scalar>,
+    pub schema: Option<Scalar>,
+    pub on_invalid: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ use hyper::header::HeaderName;
 use super::{
     Algorithm, Backend, Cidr, HostMatch, MAX_BUSY_POLL, OnExpiry, OnLimit, Rate, Transport, units,
 };
+use crate::messages;
 use crate::path::unsafe_path;
 
 /// `N/s`, `N/m`, `N/h`; with `sizes`, N may carry a size unit (`1MiB/s`).
@@ -346,6 +347,39 @@ pub(super) fn on_limit(text: &str) -> Result<OnLimit, String> {
         "close" => Ok(OnLimit::Close),
         "drop" => Ok(OnLimit::Drop),
         _ => Err("expected close or drop".to_owned()),
+    }
+}
+
+pub(super) fn message_text(text: &str) -> Result<messages::Text, String> {
+    match text {
+        "any" => Ok(messages::Text::Any),
+        "json" => Ok(messages::Text::Json),
+        _ => Err("expected any or json".to_owned()),
+    }
+}
+
+pub(super) fn message_binary(text: &str) -> Result<messages::Binary, String> {
+    match text {
+        "allow" => Ok(messages::Binary::Allow),
+        "refuse" => Ok(messages::Binary::Refuse),
+        _ => Err("expected allow or refuse".to_owned()),
+    }
+}
+
+pub(super) fn on_invalid(text: &str) -> Result<messages::OnInvalid, String> {
+    match text {
+        "close" => Ok(messages::OnInvalid::Close),
+        "drop" => Ok(messages::OnInvalid::Drop),
+        _ => Err("expected close or drop".to_owned()),
+    }
+}
+
+/// `messages.max_depth`: serde_json builds values no deeper than [`messages::json::MAX_DEPTH`].
+pub(super) fn max_depth(text: &str) -> Result<usize, String> {
+    let most = messages::json::MAX_DEPTH;
+    match text.parse::<usize>() {
+        Ok(depth) if (1..=most).contains(&depth) => Ok(depth),
+        _ => Err(format!("expected a whole number from 1 to {most}")),
     }
 }
 

@@ -5,10 +5,11 @@
 //! This module holds the entry point, the [`Validator`] and its helpers for optional,
 //! required and list values; the sections are walked in `listen.rs` (`listen`, `admin`,
 //! `trusted_proxies`), `providers.rs` and `routes.rs` (a route with its match, backend, auth,
-//! origins, limits and timeouts). What a single scalar may hold is decided in
+//! origins, limits and timeouts; its message rules in `messages.rs`). What a single scalar may hold is decided in
 //! [`scalars`](super::scalars).
 
 mod listen;
+mod messages;
 mod providers;
 mod routes;
 

@@ -2,6 +2,7 @@
 //! rules across routes (unique names, no two routes on the same host and path).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
@@ -102,6 +103,10 @@ impl Validator<'_> {
         let backend = self.required(&format!("{path}.backend"), at, &r.backend, backend_url);
         let limits = self.limits(path, r.limits.as_ref());
         let timeouts = self.timeouts(path, r.timeouts.as_ref());
+        let messages = r
+            .messages
+            .as_ref()
+            .map(|messages| self.messages(&format!("{path}.messages"), messages));
         Some(Route {
             name: name?,
             host,
@@ -111,6 +116,7 @@ impl Validator<'_> {
             origins: origins?,
             limits,
             timeouts,
+            messages: messages.map(Arc::new),
         })
     }
 
