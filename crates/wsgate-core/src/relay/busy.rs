@@ -52,6 +52,65 @@ impl Relaying {
     }
 }
 
+/// Whether a session's spinning pays, learnt per direction: after it forwards data it waits
+/// for the answer from the peer it wrote to (the backend, or the client), and the two answer
+/// at very different speeds. A backend on the same host typically answers within the window;
+/// a client far away, or one that thinks before its next message, does not, and every window
+/// spent waiting for it is CPU burnt for nothing. After [`MISSES`] windows in a row without
+/// data, the session stops spinning for that direction, and tries again (one window) every
+/// [`PROBE`]th time, in case the peer sped up; data arriving within a window resets it.
+#[derive(Debug, Default)]
+pub(super) struct Spin {
+    /// Windows in a row that ended without data, by direction (0: waiting on the backend).
+    misses: [u8; 2],
+    /// Forwards without a window since the last probe, by direction.
+    skipped: [u8; 2],
+    /// The direction of the latest forward.
+    toward: usize,
+    /// A window is open (the session spins until data moves or the window ends).
+    open: bool,
+}
+
+/// Windows in a row without data after which a direction stops spinning.
+pub(super) const MISSES: u8 = 2;
+/// A direction that stopped spinning opens one window every this many forwards.
+pub(super) const PROBE: u8 = 16;
+
+impl Spin {
+    /// Data moved; `to_backend` when it went to the backend (the session now waits on it). A
+    /// window open then paid off; the next one opens if this direction's spinning pays.
+    pub(super) fn moved(&mut self, to_backend: bool) {
+        if self.open {
+            self.misses[self.toward] = 0;
+        }
+        let toward = usize::from(!to_backend);
+        self.toward = toward;
+        self.open = self.misses[toward] < MISSES || {
+            self.skipped[toward] += 1;
+            let probe = self.skipped[toward] >= PROBE;
+            if probe {
+                self.skipped[toward] = 0;
+            }
+            probe
+        };
+    }
+
+    /// The window ran out with nothing moved (or spinning is not allowed now: `counted`
+    /// false, the window closes without a verdict).
+    pub(super) fn close(&mut self, counted: bool) {
+        if self.open && counted {
+            let misses = &mut self.misses[self.toward];
+            *misses = misses.saturating_add(1);
+        }
+        self.open = false;
+    }
+
+    /// A window is open.
+    pub(super) fn open(&self) -> bool {
+        self.open
+    }
+}
+
 pub(crate) struct Entered<'a>(&'a Relaying);
 
 impl Drop for Entered<'_> {
@@ -127,5 +186,73 @@ impl<L: ReadNow, R: ReadNow> ReadNow for Either<L, R> {
             Either::Left(stream) => stream.read_now(buf),
             Either::Right(stream) => stream.read_now(buf),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MISSES, PROBE, Spin};
+
+    #[test]
+    fn a_direction_whose_windows_go_unanswered_stops_spinning_and_probes() {
+        let mut spin = Spin::default();
+        // To the backend: answered within the window every time.
+        for round in 0..10 {
+            spin.moved(true);
+            assert!(spin.open());
+            // The answer comes back: that window paid, and the next waits on the client, as
+            // long as the client direction has not missed MISSES times in a row.
+            spin.moved(false);
+            assert_eq!(spin.open(), round < MISSES, "round {round}");
+            // The client is slow: its window runs out.
+            spin.close(true);
+        }
+        // The client direction missed MISSES times in a row long ago and opens no window, but
+        // the backend direction still does.
+        spin.moved(true);
+        assert!(spin.open());
+        spin.moved(false);
+        assert!(!spin.open());
+        // One forward in PROBE opens a window toward the client again.
+        let mut opened = 0;
+        for _ in 0..u32::from(PROBE) * 4 {
+            spin.moved(true);
+            spin.moved(false);
+            if spin.open() {
+                opened += 1;
+                spin.close(true);
+            }
+        }
+        assert_eq!(opened, 4);
+    }
+
+    #[test]
+    fn data_within_a_probe_window_brings_spinning_back() {
+        let mut spin = Spin::default();
+        for _ in 0..MISSES {
+            spin.moved(false);
+            spin.close(true);
+        }
+        spin.moved(false);
+        assert!(!spin.open());
+        while !spin.open() {
+            spin.moved(false);
+        }
+        // The probe's window catches data: the direction spins every time again.
+        spin.moved(false);
+        assert!(spin.open());
+        spin.moved(false);
+        assert!(spin.open());
+    }
+
+    #[test]
+    fn a_window_closed_without_a_verdict_counts_no_miss() {
+        let mut spin = Spin::default();
+        for _ in 0..u32::from(MISSES) * 3 {
+            spin.moved(true);
+            spin.close(false);
+        }
+        spin.moved(true);
+        assert!(spin.open());
     }
 }

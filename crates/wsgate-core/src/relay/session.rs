@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 
-use super::busy::{ReadNow, Relaying};
+use super::busy::{ReadNow, Relaying, Spin};
 use super::frame::{Opcode, Rules};
 use super::outside::Outside;
 use super::own::Own;
@@ -95,6 +95,8 @@ pub(super) struct Session<'a, C, B> {
     relaying: &'a Relaying,
     /// Busy polling: the pumps read their sources directly when the runtime says not ready.
     spinning: bool,
+    /// Whether spinning pays, per direction.
+    spin: Spin,
     /// Whether the drain or a kick may have happened since they were last polled.
     outside: Option<Outside>,
 }
@@ -157,6 +159,7 @@ where
             client_close: None,
             relaying,
             spinning: false,
+            spin: Spin::default(),
             outside: None,
         }
     }
@@ -245,8 +248,10 @@ where
                 continue;
             }
             let up = std::mem::take(&mut self.up.noted);
-            if up.active | std::mem::take(&mut self.down.noted).active {
+            let down = std::mem::take(&mut self.down.noted);
+            if up.active | down.active {
                 self.last_activity = Instant::now();
+                self.spin.moved(!down.active);
             }
             if up.pong {
                 self.awaiting_pong = None;
@@ -328,13 +333,22 @@ where
         true
     }
 
-    /// The session moved data within `busy_poll` and the proxy is nearly idle.
-    fn busy(&self) -> bool {
+    /// The session moved data within `busy_poll`, the proxy is nearly idle, and spinning
+    /// has been paying off for the direction it now waits on ([`Spin`]).
+    fn busy(&mut self) -> bool {
         let window = self.policy.busy_poll;
-        !window.is_zero()
-            && self.first.is_none()
-            && self.relaying.quiet()
-            && Instant::now() < self.last_activity + window
+        if !self.spin.open() {
+            return false;
+        }
+        if window.is_zero() || self.first.is_some() || !self.relaying.quiet() {
+            self.spin.close(false);
+            return false;
+        }
+        if Instant::now() >= self.last_activity + window {
+            self.spin.close(true);
+            return false;
+        }
+        true
     }
 
     /// The earliest moment something must be looked at.
