@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -58,7 +57,7 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) router: Router<RouteEntry>,
     pub(crate) unrouted: RouteMetrics,
-    pub(crate) tls: TlsAcceptor,
+    pub(crate) tls: crate::tls::Acceptor,
     pub(crate) auth: Authenticator,
     /// One per provider: stops its background refresh when a reload drops it.
     refreshers: Vec<CancellationToken>,
@@ -73,7 +72,7 @@ impl State {
         previous: Option<&State>,
         stopping: &CancellationToken,
     ) -> Result<State, Error> {
-        let tls = TlsAcceptor::from(config.listen.tls.server_config()?);
+        let tls = crate::tls::Acceptor::from(config.listen.tls.server_config()?);
         if let Some(expiry) = config.listen.tls.chain.first().and_then(tls::not_after) {
             metrics.set_cert_expiry(expiry);
         }

@@ -160,7 +160,7 @@ async fn handshake(
     };
     let over_cap = matches!(admission, Admission::OverCap(_));
     // The host the client asked for in the TLS handshake, if it sent one (IP literals have none).
-    let server_name: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
+    let server_name: Option<Arc<str>> = tls.server_name().map(Arc::from);
     let handoff = Handoff::default();
     // Freed when the 101 is decided, or when the connection ends.
     let pre_upgrade = Arc::new(Mutex::new(pre_upgrade));

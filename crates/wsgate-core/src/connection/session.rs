@@ -7,7 +7,6 @@ use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tracing::{Span, debug, trace};
 
@@ -39,7 +38,7 @@ pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr
         Err(error) => return span.in_scope(|| debug!(%error, "client upgrade failed")),
     };
     span.in_scope(|| trace!("relaying"));
-    let (client, client_early) = bare::<TlsStream<TcpStream>>(client);
+    let (client, client_early) = bare::<crate::tls::Stream>(client);
     let (backend, backend_early) = bare::<TcpStream>(backend.into_inner());
     entry.metrics.active.inc();
     let registration = shared

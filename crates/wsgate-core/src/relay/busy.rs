@@ -20,7 +20,6 @@ use hyper_util::rt::TokioIo;
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
 /// The sessions relaying on one server, which decide whether a session may busy-poll.
@@ -154,23 +153,9 @@ impl ReadNow for TcpStream {
     }
 }
 
-impl ReadNow for TlsStream<TcpStream> {
+impl ReadNow for crate::tls::Stream {
     fn read_now(&mut self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
-        let (tcp, tls) = self.get_mut();
-        // Whatever is decrypted already was taken by `poll_read` before it returned Pending;
-        // only records that arrived since can give plaintext.
-        match settled(tls.read_tls(&mut &*SockRef::from(&*tcp)))? {
-            // The end of TCP: the runtime's own read reports it (and a missing close_notify).
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(error) => return Some(Err(error)),
-        }
-        if let Err(error) = tls.process_new_packets() {
-            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
-        }
-        // No plaintext yet (part of a record): wait, or spin again. Ok(0) is close_notify.
-        let read = settled(tls.reader().read(buf.initialize_unfilled()))?;
-        Some(read.map(|n| buf.advance(n)))
+        crate::tls::Stream::read_now(self, buf)
     }
 }
 
