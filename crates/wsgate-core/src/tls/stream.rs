@@ -360,10 +360,14 @@ impl Stream {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads from the socket into `incoming` once it is readable; `Ok(0)` at its end.
+    /// Reads from the socket into `incoming` once it is readable; `Ok(0)` at its end. Waits
+    /// holding no buffer when nothing is pending (a busy-polling read may have kept one).
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.tcp.poll_read_ready(cx))?;
+            if self.tcp.poll_read_ready(cx)?.is_pending() {
+                self.release_incoming();
+                return Poll::Pending;
+            }
             match self.receive_now() {
                 Some(result) => return Poll::Ready(result),
                 // Readiness was stale: wait again.
@@ -444,13 +448,13 @@ impl Stream {
                 return None;
             }
             Ok(n) => self.received += n,
+            // Nothing yet: the buffer stays while the session spins, and goes when it waits.
             Err(error)
                 if matches!(
                     error.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
-                self.release_incoming();
                 return None;
             }
             Err(error) => return Some(Err(error)),
@@ -458,7 +462,6 @@ impl Stream {
         if let Err(error) = self.process(None, false) {
             return Some(Err(error));
         }
-        self.release_incoming();
         // Part of a record: wait, or spin again.
         self.take_plain(buf).then_some(Ok(()))
     }
@@ -547,5 +550,111 @@ impl AsyncWrite for Stream {
         }
         std::task::ready!(this.poll_send(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{Acceptor, Stream};
+    use crate::tls::Identity;
+
+    /// A server stream and a tokio-rustls client over loopback TCP.
+    async fn pair() -> (Stream, tokio_rustls::client::TlsStream<TcpStream>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let identity = Identity {
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key"),
+            files: None,
+        };
+        let acceptor = Acceptor::from(identity.server_config().expect("config"));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("client handshake")
+        };
+        let accept = async {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            acceptor.accept(tcp).await.expect("server handshake")
+        };
+        let (client, server) = tokio::join!(connect, accept);
+        (server, client)
+    }
+
+    fn holds_nothing(stream: &Stream) -> bool {
+        stream.incoming.capacity() == 0
+            && stream.plain.capacity() == 0
+            && stream.outgoing.capacity() == 0
+    }
+
+    #[tokio::test]
+    async fn data_both_ways_and_no_buffer_held_between_messages() {
+        let (mut server, mut client) = pair().await;
+        assert_eq!(server.server_name(), Some("localhost"));
+        for size in [1, 64, 20_000, 100_000] {
+            let message = vec![b'x'; size];
+            client.write_all(&message).await.expect("client write");
+            client.flush().await.expect("client flush");
+            let mut got = vec![0; size];
+            server.read_exact(&mut got).await.expect("server read");
+            assert_eq!(got, message);
+            server.write_all(&message).await.expect("server write");
+            server.flush().await.expect("server flush");
+            client.read_exact(&mut got).await.expect("client read");
+            assert_eq!(got, message);
+            // Everything read and written: an idle session holds no TLS buffer.
+            assert!(holds_nothing(&server), "after {size} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn close_notify_ends_reads_cleanly_and_a_bare_tcp_end_does_not() {
+        let (mut server, mut client) = pair().await;
+        client.write_all(b"last words").await.expect("write");
+        client.shutdown().await.expect("close_notify");
+        let mut all = Vec::new();
+        server.read_to_end(&mut all).await.expect("a clean end");
+        assert_eq!(all, b"last words");
+        server.shutdown().await.expect("server close_notify");
+        let mut rest = Vec::new();
+        client
+            .read_to_end(&mut rest)
+            .await
+            .expect("the client reads a clean end");
+        assert!(rest.is_empty());
+
+        let (mut server, mut client) = pair().await;
+        // One round trip, so the client has read the session tickets: a socket closed with
+        // unread data sends a reset instead of the end of the stream.
+        server.write_all(b"hi").await.expect("write");
+        server.flush().await.expect("flush");
+        let mut hi = [0; 2];
+        client.read_exact(&mut hi).await.expect("read");
+        let (tcp, _) = client.into_inner();
+        drop(tcp);
+        let mut buf = [0; 16];
+        let error = server.read(&mut buf).await.expect_err("no close_notify");
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
