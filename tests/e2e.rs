@@ -15,6 +15,7 @@ mod jwks;
 mod leakage;
 mod lifecycle;
 mod lifetime;
+mod messages;
 mod origins;
 mod refresh;
 mod refusals;

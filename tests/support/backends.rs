@@ -54,6 +54,8 @@ pub struct EchoBackend {
     pub closes: mpsc::UnboundedReceiver<Option<u16>>,
     /// Pings the backend received (it answers each).
     pub pings: Arc<AtomicUsize>,
+    /// Every whole text and binary message the backend received, in order.
+    pub received: Arc<Mutex<Vec<Message>>>,
     task: JoinHandle<()>,
 }
 
@@ -74,6 +76,8 @@ impl EchoBackend {
         let (closes_tx, closes) = mpsc::unbounded_channel();
         let pings: Arc<AtomicUsize> = Arc::default();
         let pinged = pings.clone();
+        let received: Arc<Mutex<Vec<Message>>> = Arc::default();
+        let record = received.clone();
         let supported: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
         let seen = requests.clone();
         let task = tokio::spawn(async move {
@@ -81,11 +85,12 @@ impl EchoBackend {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (seen, supported, closes_tx, pinged) = (
+                let (seen, supported, closes_tx, pinged, record) = (
                     seen.clone(),
                     supported.clone(),
                     closes_tx.clone(),
                     pinged.clone(),
+                    record.clone(),
                 );
                 tokio::spawn(async move {
                     #[allow(clippy::result_large_err)] // tungstenite's callback signature
@@ -122,7 +127,7 @@ impl EchoBackend {
                     let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
                         return;
                     };
-                    echo(ws, closes_tx, pinged).await;
+                    echo(ws, closes_tx, pinged, record).await;
                 });
             }
         });
@@ -131,12 +136,18 @@ impl EchoBackend {
             requests,
             closes,
             pings,
+            received,
             task,
         }
     }
 
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
+    }
+
+    /// The text and binary messages received so far.
+    pub fn received(&self) -> Vec<Message> {
+        self.received.lock().expect("lock").clone()
     }
 
     pub fn seen(&self) -> Vec<SeenRequest> {
@@ -156,6 +167,7 @@ async fn echo(
     mut ws: WebSocketStream<TcpStream>,
     closes: mpsc::UnboundedSender<Option<u16>>,
     pings: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<Message>>>,
 ) {
     loop {
         let message = match ws.next().await {
@@ -165,6 +177,9 @@ async fn echo(
                 return;
             }
         };
+        if message.is_text() || message.is_binary() {
+            received.lock().expect("lock").push(message.clone());
+        }
         match message {
             Message::Close(frame) => {
                 let _ = closes.send(frame.map(|f| u16::from(f.code)));

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::messages::Rejection;
 use crate::ratelimit::Limit;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +116,7 @@ pub struct Metrics {
     session_duration: HistogramFamily,
     handshake_duration: HistogramFamily,
     token_refreshes: Family<ResultLabels, Counter>,
+    messages_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,6 +152,7 @@ impl Metrics {
             session_duration: Family::new_with_constructor(session_histogram),
             handshake_duration: Family::new_with_constructor(handshake_histogram),
             token_refreshes: Family::default(),
+            messages_rejected: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -227,6 +230,11 @@ impl Metrics {
             "token_refreshes",
             "In-band token refreshes by result (ok or the refusal's reason)",
             metrics.token_refreshes.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Client messages refused by the route's message rules, by reason",
+            metrics.messages_rejected.clone(),
         );
         registry.register(
             "build",
@@ -444,6 +452,17 @@ impl RouteMetrics {
             .get_or_create(&ResultLabels {
                 route: self.route.clone(),
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts a client message refused by the route's message rules (closed or dropped).
+    pub fn message_rejected(&self, rejection: Rejection) {
+        self.metrics
+            .messages_rejected
+            .get_or_create(&ReasonLabels {
+                route: self.route.clone(),
+                reason: rejection.label(),
             })
             .inc();
     }

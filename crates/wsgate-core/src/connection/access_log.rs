@@ -32,7 +32,7 @@ pub(super) fn closed(
         reason = outcome.reason, duration_ms = lasted.as_millis() as u64,
         messages_in = outcome.up.messages, bytes_in = outcome.up.bytes,
         messages_out = outcome.down.messages, bytes_out = outcome.down.bytes,
-        dropped = outcome.dropped, "session closed");
+        dropped = outcome.dropped, rejected = outcome.rejected, "session closed");
 }
 
 /// An in-band refresh the proxy refused (the session goes on under its old token).

@@ -57,6 +57,7 @@ pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr
         kicked: registration.kicked.clone(),
         busy_poll,
         refresh: refresh::for_session(shared, &entry, &registration.session, peer),
+        rules: entry.route.messages.clone(),
     };
     let outcome = relay::run(
         (client, client_early),

@@ -1,5 +1,7 @@
 //! Client messages the proxy reads whole instead of forwarding as they pass: on a route with
-//! in-band refresh, a text message that starts with the refresh prefix.
+//! in-band refresh, a text message that starts with the refresh prefix; on a route with message
+//! rules, every message the rules judge (text with `text: json`; binary with `binary: refuse`
+//! is refused at its first frame, nothing of it held).
 //!
 //! Every other message streams through the pump untouched. Which path a message takes is
 //! decided on its first frame, from the first bytes of its payload (the prefix's length at
@@ -10,7 +12,7 @@
 //! refresh it goes on to the backend as one frame with a mask of the proxy's own.
 
 use super::frame::{self, Header, Opcode, apply_mask};
-use super::own::mask_key;
+use crate::messages::{Binary, Rules};
 
 /// What a route asks the up pump to gather.
 pub(crate) struct Gather {
@@ -29,6 +31,24 @@ pub(super) enum Path {
     Hold,
     /// Too few payload bytes are in yet to tell.
     Undecided,
+    /// Refused by the message rules from its first frame (binary on a `binary: refuse` route).
+    Refuse,
+}
+
+/// The path of the message whose first frame starts `input` (at a message boundary), on a
+/// route with refresh (`gather`), message rules, or both. The rules hold every JSON text
+/// whole; a refresh among them is still the proxy's, told apart once the message is whole.
+pub(super) fn path(gather: Option<&Gather>, rules: Option<&Rules>, input: &[u8]) -> Path {
+    if let Some(rules) = rules
+        && let Ok(Some((header, _))) = frame::parse_header(input)
+    {
+        match header.opcode {
+            Opcode::Text if rules.holds_text() => return Path::Hold,
+            Opcode::Binary if rules.binary == Binary::Refuse => return Path::Refuse,
+            _ => {}
+        }
+    }
+    gather.map_or(Path::Stream, |gather| gather.path(input))
 }
 
 impl Gather {
@@ -79,8 +99,8 @@ pub(super) struct Held {
 pub(super) enum Whole {
     /// A refresh: the text after the prefix (empty when over the limit: no token is).
     Refresh(String),
-    /// Not a refresh after all: the frame to write to the backend.
-    Forward(Vec<u8>),
+    /// Not a refresh: the message, unmasked, to judge and write to the backend as one frame.
+    Message { opcode: Opcode, payload: Vec<u8> },
 }
 
 impl Held {
@@ -101,8 +121,8 @@ impl Held {
     }
 
     /// The next payload bytes of the current frame, as they arrived.
-    pub(super) fn payload(&mut self, gather: &Gather, masked: &[u8]) {
-        let most = gather.prefix.len() + gather.limit + 1;
+    pub(super) fn payload(&mut self, gather: Option<&Gather>, masked: &[u8]) {
+        let most = gather.map_or(usize::MAX, |gather| gather.prefix.len() + gather.limit + 1);
         let capped = self.bytes.len() >= most;
         if !capped {
             let at = self.bytes.len();
@@ -110,8 +130,11 @@ impl Held {
             if let Some(mask) = self.mask {
                 apply_mask(&mut self.bytes[at..], mask, self.offset);
             }
-            // A refresh keeps no more than it may carry; anything else is kept whole.
-            if self.bytes.starts_with(&gather.prefix) {
+            // A refresh keeps no more than it may carry; anything else is kept whole (the
+            // reader caps it at `max_message_size`).
+            if let Some(gather) = gather
+                && self.bytes.starts_with(&gather.prefix)
+            {
                 self.bytes.truncate(most);
             }
         }
@@ -120,18 +143,20 @@ impl Held {
     }
 
     /// What becomes of the whole message.
-    pub(super) fn finish(self, gather: &Gather) -> Whole {
-        match self.bytes.strip_prefix(&*gather.prefix) {
-            Some(_) if self.len > gather.prefix.len() + gather.limit => {
-                Whole::Refresh(String::new())
+    pub(super) fn finish(self, gather: Option<&Gather>) -> Whole {
+        if let Some(gather) = gather
+            && self.opcode == Opcode::Text
+            && let Some(token) = self.bytes.strip_prefix(&*gather.prefix)
+        {
+            if self.len > gather.prefix.len() + gather.limit {
+                return Whole::Refresh(String::new());
             }
-            Some(token) => Whole::Refresh(String::from_utf8_lossy(token).into_owned()),
-            // Not a refresh: nothing of it was let go.
-            None => Whole::Forward(frame::encode_data(
-                self.opcode,
-                &self.bytes,
-                Some(mask_key()),
-            )),
+            return Whole::Refresh(String::from_utf8_lossy(token).into_owned());
+        }
+        // Not a refresh: nothing of it was let go.
+        Whole::Message {
+            opcode: self.opcode,
+            payload: self.bytes,
         }
     }
 }
@@ -181,6 +206,32 @@ mod tests {
     }
 
     #[test]
+    fn rules_hold_json_text_and_refuse_binary_at_the_first_frame() {
+        let rules = Rules {
+            text: crate::messages::Text::Json,
+            binary: Binary::Refuse,
+            ..Rules::default()
+        };
+        let binary = frame::encode_data(Opcode::Binary, b"x", Some([1; 4]));
+        assert_eq!(path(None, Some(&rules), &text(b"{}", true)), Path::Hold);
+        assert_eq!(path(None, Some(&rules), &binary), Path::Refuse);
+        assert_eq!(path(None, None, &binary), Path::Stream);
+        // A refresh on a route with rules is held too, and told apart once whole.
+        let gather = gather();
+        assert_eq!(
+            path(
+                Some(&gather),
+                Some(&rules),
+                &text(b"wsgate.refresh:abc", true)
+            ),
+            Path::Hold
+        );
+        let any = Rules::default();
+        assert_eq!(path(None, Some(&any), &text(b"{}", true)), Path::Stream);
+        assert_eq!(path(None, Some(&any), &binary), Path::Stream);
+    }
+
+    #[test]
     fn a_held_message_is_a_refresh_or_goes_on_whole() {
         let gather = gather();
         let mut held = Held::new(&Header {
@@ -191,8 +242,8 @@ mod tests {
         });
         let mut part = b"wsgate".to_vec();
         apply_mask(&mut part, [9, 8, 7, 6], 0);
-        held.payload(&gather, &part[..2]);
-        held.payload(&gather, &part[2..]);
+        held.payload(Some(&gather), &part[..2]);
+        held.payload(Some(&gather), &part[2..]);
         held.frame(&Header {
             fin: true,
             opcode: Opcode::Continuation,
@@ -201,8 +252,8 @@ mod tests {
         });
         let mut rest = b".refresh:tok".to_vec();
         apply_mask(&mut rest, [5, 5, 5, 5], 0);
-        held.payload(&gather, &rest);
-        assert!(matches!(held.finish(&gather), Whole::Refresh(token) if token == "tok"));
+        held.payload(Some(&gather), &rest);
+        assert!(matches!(held.finish(Some(&gather)), Whole::Refresh(token) if token == "tok"));
 
         let mut other = Held::new(&Header {
             fin: false,
@@ -210,18 +261,12 @@ mod tests {
             mask: None,
             len: 3,
         });
-        other.payload(&gather, b"wsg");
-        other.payload(&gather, b"!!");
-        let Whole::Forward(frame) = other.finish(&gather) else {
+        other.payload(Some(&gather), b"wsg");
+        other.payload(Some(&gather), b"!!");
+        let Whole::Message { opcode, payload } = other.finish(Some(&gather)) else {
             panic!("not a refresh");
         };
-        let (header, at) = frame::parse_header(&frame)
-            .expect("a valid frame")
-            .expect("a whole header");
-        assert!(header.fin && header.opcode == Opcode::Text && header.len == 5);
-        let mut payload = frame[at..].to_vec();
-        apply_mask(&mut payload, header.mask.expect("masked"), 0);
-        assert_eq!(payload, b"wsg!!");
+        assert_eq!((opcode, payload.as_slice()), (Opcode::Text, &b"wsg!!"[..]));
     }
 
     #[test]
@@ -233,8 +278,8 @@ mod tests {
             mask: None,
             len: 40,
         });
-        held.payload(&gather, b"wsgate.refresh:0123456789abcdefghijklmnopq");
-        assert!(matches!(held.finish(&gather), Whole::Refresh(token) if token.is_empty()));
+        held.payload(Some(&gather), b"wsgate.refresh:0123456789abcdefghijklmnopq");
+        assert!(matches!(held.finish(Some(&gather)), Whole::Refresh(token) if token.is_empty()));
         // A long message that only began like the prefix is kept whole.
         let mut long = Held::new(&Header {
             fin: false,
@@ -242,11 +287,11 @@ mod tests {
             mask: None,
             len: 4,
         });
-        long.payload(&gather, b"wsga");
-        long.payload(&gather, &[b'x'; 1000]);
-        let Whole::Forward(frame) = long.finish(&gather) else {
+        long.payload(Some(&gather), b"wsga");
+        long.payload(Some(&gather), &[b'x'; 1000]);
+        let Whole::Message { payload, .. } = long.finish(Some(&gather)) else {
             panic!("not a refresh");
         };
-        assert_eq!(frame.len(), 8 + 1004, "2 + 2 of length + 4 of mask");
+        assert_eq!(payload.len(), 1004);
     }
 }

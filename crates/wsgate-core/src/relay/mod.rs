@@ -47,6 +47,7 @@ mod state;
 mod utf8;
 mod violation;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,6 +59,7 @@ use self::busy::{ReadNow, Relaying};
 pub(crate) use self::gather::Gather;
 use self::session::Session;
 use crate::config::Timeouts;
+use crate::messages::Rules;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
 use crate::registry::Kick;
@@ -83,6 +85,9 @@ pub(crate) struct Policy {
     pub busy_poll: Duration,
     /// In-band refresh (`auth.refresh: message`).
     pub refresh: Option<Refresh>,
+    /// The route's message rules, as compiled when the session started (`None`: frames are
+    /// relayed as they come, nothing is held).
+    pub rules: Option<Arc<Rules>>,
 }
 
 /// In-band token refresh as the relay sees it: which messages are refreshes, and who judges
@@ -119,6 +124,8 @@ pub(crate) struct Outcome {
     pub down: Traffic,
     /// Client messages dropped by `on_limit: drop`.
     pub dropped: u64,
+    /// Client messages refused by the message rules.
+    pub rejected: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -227,6 +234,7 @@ mod tests {
                 kicked,
                 busy_poll: Duration::ZERO,
                 refresh: None,
+                rules: None,
             };
             let relaying = Relaying::new(1);
             let client = (client_proxy, Bytes::new());

@@ -10,11 +10,12 @@ use tokio::time::Instant;
 
 use super::busy::ReadNow;
 use super::frame::{self, Opcode, Reader, Rules, Step};
-use super::gather::{Gather, Held, Path, Whole};
+use super::gather::{self, Gather, Held, Path, Whole};
 use super::own::{Own, mask_key};
 use super::state::{Mode, Noted, Sink, Stop};
 use super::{KEEPALIVE, Traffic};
 use crate::config::OnLimit;
+use crate::messages::{self, OnInvalid, Rejection};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
 
@@ -50,6 +51,8 @@ pub(super) struct Inspect<'a> {
     pub limits: Option<&'a MessageLimits>,
     /// Messages to be read whole (in-band refreshes).
     pub gather: Option<&'a Gather>,
+    /// The route's message rules: the messages they judge are read whole.
+    pub rules: Option<&'a messages::Rules>,
 }
 
 pub(super) struct Pump {
@@ -91,6 +94,8 @@ pub(super) struct Pump {
     /// The message in progress is being dropped (`on_limit: drop`).
     dropping: bool,
     pub(super) dropped: u64,
+    /// Messages refused by the message rules (closed on or dropped).
+    pub(super) rejected: u64,
     pub(super) traffic: Traffic,
     pub(super) unreported: Traffic,
 }
@@ -127,6 +132,7 @@ impl Pump {
             abandoned: false,
             dropping: false,
             dropped: 0,
+            rejected: 0,
             traffic: Traffic::default(),
             unreported: Traffic::default(),
         }
@@ -351,7 +357,11 @@ impl Pump {
     /// join `out..head`, dropped ones wait in `skip` while forwarded ones precede them.
     /// `Ok(true)` when the input ends inside a header or control frame; `Err` when the pump stops.
     fn look(&mut self, inspect: Inspect<'_>, metrics: &RouteMetrics) -> Result<bool, Stop> {
-        let Inspect { limits, gather } = inspect;
+        let Inspect {
+            limits,
+            gather,
+            rules,
+        } = inspect;
         while self.skip == 0
             && self.emit.is_none()
             && self.taken.is_none()
@@ -372,11 +382,8 @@ impl Pump {
             let discard = self.mode == Mode::Discard;
             let input = &self.buf.bytes()[self.head..self.tail];
             let mut path = Path::Stream;
-            if let Some(gather) = gather
-                && !discard
-                && self.reader.between_messages()
-            {
-                path = gather.path(input);
+            if (gather.is_some() || rules.is_some()) && !discard && self.reader.between_messages() {
+                path = gather::path(gather, rules, input);
                 if path == Path::Undecided {
                     return Ok(true);
                 }
@@ -430,6 +437,17 @@ impl Pump {
                         self.dropping = !message_end;
                         continue;
                     }
+                    if first
+                        && path == Path::Refuse
+                        && let Some(rules) = rules
+                    {
+                        // Nothing of it goes on: dropped to its end, or the session closes.
+                        self.drop_bytes(len);
+                        self.noted.active = true;
+                        self.refused(Rejection::Binary, rules, metrics)?;
+                        self.dropping = !message_end;
+                        continue;
+                    }
                     if first && path == Path::Hold {
                         self.held = Some(Held::new(&header));
                     }
@@ -438,7 +456,7 @@ impl Pump {
                         self.drop_bytes(len);
                         self.noted.active = true;
                         if message_end {
-                            self.whole(gather);
+                            self.whole(gather, rules, metrics)?;
                         }
                         continue;
                     }
@@ -466,12 +484,12 @@ impl Pump {
                         }
                         continue;
                     }
-                    if let (Some(held), Some(gather)) = (&mut self.held, gather) {
+                    if let Some(held) = &mut self.held {
                         held.payload(gather, &input[..len]);
                         self.drop_bytes(len);
                         self.noted.active = true;
                         if message_end {
-                            self.whole(Some(gather));
+                            self.whole(gather, rules, metrics)?;
                         }
                         continue;
                     }
@@ -535,20 +553,53 @@ impl Pump {
         Ok(false)
     }
 
-    /// A held message is whole: a refresh waits for the session, anything else goes on.
-    fn whole(&mut self, gather: Option<&Gather>) {
-        let (Some(held), Some(gather)) = (self.held.take(), gather) else {
-            return;
+    /// A held message is whole: a refresh waits for the session, anything else is judged by
+    /// the rules (if any) and goes on as one frame, or is refused.
+    fn whole(
+        &mut self,
+        gather: Option<&Gather>,
+        rules: Option<&messages::Rules>,
+        metrics: &RouteMetrics,
+    ) -> Result<(), Stop> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
         };
         match held.finish(gather) {
             Whole::Refresh(token) => self.taken = Some(token),
-            Whole::Forward(frame) => {
+            Whole::Message { opcode, payload } => {
+                if let Some(rules) = rules
+                    && let Err(rejection) = rules.judge(opcode == Opcode::Text, &payload)
+                {
+                    return self.refused(rejection, rules, metrics);
+                }
+                let frame = frame::encode_data(opcode, &payload, Some(mask_key()));
+                drop(payload);
                 self.traffic.messages += 1;
                 self.unreported.messages += 1;
                 let bytes = frame.len() as u64;
                 self.traffic.bytes += bytes;
                 self.unreported.bytes += bytes;
                 self.emit = Some((frame, 0));
+            }
+        }
+        Ok(())
+    }
+
+    /// A message the rules refused (none of it was forwarded): counted, then dropped or the
+    /// pump stops so the session closes.
+    fn refused(
+        &mut self,
+        rejection: Rejection,
+        rules: &messages::Rules,
+        metrics: &RouteMetrics,
+    ) -> Result<(), Stop> {
+        metrics.message_rejected(rejection);
+        self.rejected += 1;
+        match rules.on_invalid {
+            OnInvalid::Drop => Ok(()),
+            OnInvalid::Close => {
+                self.mode = Mode::Discard;
+                Err(Stop::Refused(rejection))
             }
         }
     }

@@ -52,6 +52,7 @@ fn describe(first: &First) -> (u16, &'static str, &'static str) {
         First::Down(Stop::Closed(code)) => (code.unwrap_or(1005), "backend", "backend closed"),
         First::Down(Stop::SinkFailed) => (ABNORMAL, "client", "client vanished"),
         First::Up(Stop::Limited) => (1008, "proxy", "rate limit"),
+        First::Up(Stop::Refused(rejection)) => (rejection.code(), "proxy", rejection.reason()),
         First::Stalled => (1008, "proxy", "slow consumer"),
         First::PongTimeout => (1001, "proxy", "no pong"),
         First::Idle => (1001, "proxy", "idle timeout"),
@@ -59,7 +60,7 @@ fn describe(first: &First) -> (u16, &'static str, &'static str) {
         First::Expired => (4001, "proxy", "token expired"),
         First::Capped => (1001, "proxy", "session limit"),
         First::Kicked(kick) => (kick.code, "proxy", kick.reason),
-        First::Down(Stop::Limited) => (ABNORMAL, "proxy", "unexpected"),
+        First::Down(Stop::Limited | Stop::Refused(_)) => (ABNORMAL, "proxy", "unexpected"),
     }
 }
 
@@ -164,7 +165,7 @@ where
         }
     }
 
-    /// The two streams back (to be shut down) and how the session went.
+    /// How the session went.
     pub(super) fn outcome(&self) -> Outcome {
         let (code, by, reason) = self
             .first
@@ -177,6 +178,7 @@ where
             up: self.up.traffic,
             down: self.down.traffic,
             dropped: self.up.dropped,
+            rejected: self.up.rejected,
         }
     }
 
@@ -218,6 +220,7 @@ where
             let inspect = Inspect {
                 limits: Some(&self.policy.limits),
                 gather: self.policy.refresh.as_ref().map(|refresh| &refresh.gather),
+                rules: self.policy.rules.as_deref(),
             };
             let spinning = self.spinning;
             if let Poll::Ready(stop) = self.up.poll(
@@ -430,6 +433,7 @@ where
     fn proxy_close(&mut self, first: First) {
         let (code, reason) = match &first {
             First::Up(Stop::Limited) => (1008, "rate limit"),
+            First::Up(Stop::Refused(rejection)) => (rejection.code(), rejection.reason()),
             First::Expired => (4001, "token expired"),
             First::Capped => (1001, "session limit"),
             First::Idle | First::PongTimeout => (1001, "idle timeout"),
@@ -480,7 +484,7 @@ where
                 self.down.until_boundary();
                 self.up.discard();
             }
-            Stop::Limited => self.proxy_close(First::Up(stop)),
+            Stop::Limited | Stop::Refused(_) => self.proxy_close(First::Up(stop)),
         }
     }
 
@@ -507,7 +511,7 @@ where
                 }
             }
             Stop::SinkFailed => self.client_gone(First::Down(stop)),
-            Stop::Limited => {}
+            Stop::Limited | Stop::Refused(_) => {}
         }
     }
 

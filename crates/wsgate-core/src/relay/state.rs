@@ -10,6 +10,7 @@
 //! it cannot be written, or once its source ended inside a frame (nothing can follow there).
 
 use super::violation::Violation;
+use crate::messages::Rejection;
 
 /// How a pump stopped forwarding.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,8 @@ pub(super) enum Stop {
     SinkFailed,
     /// The client went over a rate with `on_limit: close`.
     Limited,
+    /// The route's message rules refused a client message (`on_invalid: close`).
+    Refused(Rejection),
 }
 
 /// What a pump does with its source.
