@@ -5,7 +5,7 @@ use std::path::Path;
 
 use wsgate_core::Config;
 use wsgate_core::config::{Error, HostMatch};
-use wsgate_core::messages::{Binary, OnInvalid, Text};
+use wsgate_core::messages::{Binary, OnInvalid, Rejection, Text};
 
 use crate::support::Pki;
 
@@ -37,6 +37,18 @@ fn the_example_parses() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
             .expect("example");
+    // The example schema, switched on where the example shows it.
+    let schemas = pki.dir.path().join("examples/schemas");
+    std::fs::create_dir_all(&schemas).expect("mkdir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schemas/chat.json"),
+        schemas.join("chat.json"),
+    )
+    .expect("copy");
+    let example = example.replace(
+        "      # schema: examples/schemas/chat.json",
+        "      schema: examples/schemas/chat.json",
+    );
     let config = Config::parse(&example, pki.dir.path(), &|name| {
         (name == "WSGATE_ADMIN_TOKEN").then(|| "an-admin-token-for-tests".to_owned())
     })
@@ -52,6 +64,26 @@ fn the_example_parses() {
         config.routes[0].host,
         Some(HostMatch::Exact("chat.example.com".into()))
     );
+    let rules = config.routes[0]
+        .messages
+        .as_ref()
+        .expect("chat has message rules");
+    assert!(rules.schema.is_some(), "the example schema compiles");
+    let say = br#"{"type": "say", "room": "lobby", "text": "hello"}"#;
+    assert_eq!(rules.judge(true, say), Ok(()));
+    assert_eq!(
+        rules.judge(true, br#"{"type": "join", "room": "lobby"}"#),
+        Ok(())
+    );
+    assert_eq!(
+        rules.judge(true, br#"{"type": "say", "room": "Lobby!", "text": "x"}"#),
+        Err(Rejection::Schema)
+    );
+    assert_eq!(
+        rules.judge(true, br#"{"type": "ping", "x": 1}"#),
+        Err(Rejection::Schema)
+    );
+    assert!(config.routes[1].messages.is_none());
 }
 
 #[test]
