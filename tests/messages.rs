@@ -302,7 +302,7 @@ async fn a_refresh_on_a_route_with_rules_is_the_proxys_not_judged() {
 }
 
 #[tokio::test]
-async fn a_reload_swaps_the_schema_for_new_sessions() {
+async fn a_reload_swaps_the_schema_for_the_next_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let chat = schema(dir.path(), "chat.json", CHAT);
     let body = schema(
@@ -343,18 +343,22 @@ async fn a_reload_swaps_the_schema_for_new_sessions() {
         .await
         .expect("send");
     echoes(&mut after, r#"{"body": "new shape"}"#).await;
-    // A session already open keeps the rules it started with.
-    echoes(&mut before, r#"{"text": "c"}"#).await;
+    // A session opened before the reload judges its next message by the new schema too.
+    before
+        .send(Message::text(r#"{"text": "c"}"#))
+        .await
+        .expect("send");
+    echoes(&mut before, r#"{"body": "d"}"#).await;
     assert_eq!(
         texts(&backend),
         [
             r#"{"text": "a"}"#,
             r#"{"text": "b"}"#,
             r#"{"body": "new shape"}"#,
-            r#"{"text": "c"}"#
+            r#"{"body": "d"}"#
         ]
     );
-    assert_eq!(rejected(&proxy.metrics().await, "schema"), 1.0);
+    assert_eq!(rejected(&proxy.metrics().await, "schema"), 2.0);
     drop((before, still, after));
     proxy.shutdown().await;
 }

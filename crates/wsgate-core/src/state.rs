@@ -5,12 +5,13 @@
 //! route closes its sessions with 1001, and a route whose policy would now refuse a session
 //! (its Origin, its claims, or its provider changed) closes it with 4003. Providers whose
 //! settings did not change keep their keys and their refresh task; routes whose limits did
-//! not change keep their limiter state.
+//! not change keep their limiter state; live sessions on a route with message rules judge
+//! their next messages by the reloaded rules.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,7 @@ use tracing::{error, info, warn};
 use crate::auth::jwks::KeyStore;
 use crate::auth::{self, Authenticator};
 use crate::config::{Config, Route};
+use crate::messages::Rules;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::ratelimit::{PerIp, Subjects};
 use crate::registry::{Kick, Registry, Session};
@@ -44,6 +46,10 @@ pub struct RouteEntry {
     pub metrics: RouteMetrics,
     pub per_ip: Arc<PerIp>,
     pub subjects: Arc<Subjects>,
+    /// The route's message rules in force, shared with its live sessions and kept across
+    /// reloads: a reload stores the newly compiled rules here once it is swapped in, so the
+    /// next message of every session on the route is judged by them.
+    pub rules: Arc<ArcSwapOption<Rules>>,
 }
 
 impl AsRef<Route> for RouteEntry {
@@ -133,6 +139,11 @@ impl State {
                         old.subjects.set_max(limits.max_connections_per_subject);
                         old.subjects.clone()
                     },
+                ),
+                // The old rules stay in force until this state is (see `Current::apply`).
+                rules: old.map_or_else(
+                    || Arc::new(ArcSwapOption::new(route.messages.clone())),
+                    |old| old.rules.clone(),
                 ),
                 route: route.clone(),
             }
@@ -290,6 +301,10 @@ impl Current {
             &self.draining,
         )?);
         self.state.store(new.clone());
+        // Live sessions judge their next messages by the rules just compiled.
+        for entry in new.router.iter() {
+            entry.rules.store(entry.route.messages.clone());
+        }
         // Providers the new state does not use stop refreshing.
         for (store, refresher) in old.auth.stores.iter().zip(&old.refreshers) {
             if !new.auth.stores.iter().any(|kept| Arc::ptr_eq(kept, store)) {

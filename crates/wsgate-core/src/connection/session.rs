@@ -57,7 +57,8 @@ pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr
         kicked: registration.kicked.clone(),
         busy_poll,
         refresh: refresh::for_session(shared, &entry, &registration.session, peer),
-        rules: entry.route.messages.clone(),
+        // Only a route with rules now pays for looking them up at each wake-up.
+        rules: entry.route.messages.is_some().then(|| entry.rules.clone()),
     };
     let outcome = relay::run(
         (client, client_early),

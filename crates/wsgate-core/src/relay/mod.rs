@@ -50,6 +50,7 @@ mod violation;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -85,9 +86,10 @@ pub(crate) struct Policy {
     pub busy_poll: Duration,
     /// In-band refresh (`auth.refresh: message`).
     pub refresh: Option<Refresh>,
-    /// The route's message rules, as compiled when the session started (`None`: frames are
-    /// relayed as they come, nothing is held).
-    pub rules: Option<Arc<Rules>>,
+    /// The route's message rules in force, looked up at each wake-up so that a reload
+    /// applies to the next message (`None`: the route had no rules when the session started;
+    /// frames are relayed as they come, nothing is held).
+    pub rules: Option<Arc<ArcSwapOption<Rules>>>,
 }
 
 /// In-band token refresh as the relay sees it: which messages are refreshes, and who judges

@@ -217,10 +217,12 @@ where
                     self.proxy_close(First::Kicked(kick));
                 }
             }
+            let policy = self.policy;
+            let rules = policy.rules.as_ref().map(|rules| rules.load());
             let inspect = Inspect {
-                limits: Some(&self.policy.limits),
-                gather: self.policy.refresh.as_ref().map(|refresh| &refresh.gather),
-                rules: self.policy.rules.as_deref(),
+                limits: Some(&policy.limits),
+                gather: policy.refresh.as_ref().map(|refresh| &refresh.gather),
+                rules: rules.as_ref().and_then(|rules| rules.as_deref()),
             };
             let spinning = self.spinning;
             if let Poll::Ready(stop) = self.up.poll(
