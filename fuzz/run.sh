@@ -12,12 +12,12 @@ cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 seconds=${SECONDS_PER_TARGET:-240}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(token_extract jwt_verify origin_match config_parse frame_reader)
+[ ${#targets[@]} -gt 0 ] || targets=(token_extract jwt_verify origin_match config_parse frame_reader json_check)
 # Release with debug assertions and overflow checks; no sanitizer (the project has no unsafe
 # code, and ASan would only slow the run); 16 codegen units keep the build bearable on 2 cores.
 flags=(-O -a -s none --codegen-units 16)
 
-declare -A max_len=([token_extract]=4096 [frame_reader]=4096 [jwt_verify]=20000 [origin_match]=512 [config_parse]=8192)
+declare -A max_len=([token_extract]=4096 [frame_reader]=4096 [jwt_verify]=20000 [origin_match]=512 [config_parse]=8192 [json_check]=65536)
 
 cargo fuzz build "${flags[@]}"
 mkdir -p fuzz/logs
