@@ -45,9 +45,16 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             let message = error.to_string();
-            let stricter = message.contains("number out of range")
-                || message.contains("surrogate")
-                || message.contains("recursion limit");
+            // Its errors for a number beyond f64 and an unpaired surrogate escape.
+            let stricter = [
+                "number out of range",
+                "surrogate",
+                "hex escape",
+                "unicode code point",
+                "recursion limit",
+            ]
+            .iter()
+            .any(|known| message.contains(known));
             if !stricter {
                 assert_ne!(deepest, Ok(()), "serde_json refuses {text:?}: {message}");
             }

@@ -307,4 +307,72 @@ mod tests {
         let objects = "{\"a\":".repeat(1 << 18);
         assert_eq!(check(&objects, 32), Err(Fault::TooDeep));
     }
+
+    /// serde_json refuses what RFC 8259 allows: a number beyond f64, an unpaired surrogate
+    /// escape (its errors for those).
+    fn serde_stricter(message: &str) -> bool {
+        [
+            "number out of range",
+            "surrogate",
+            "hex escape",
+            "unicode code point",
+        ]
+        .iter()
+        .any(|known| message.contains(known))
+    }
+
+    /// Texts built from JSON's pieces at random (a fixed seed), each judged by the checker and
+    /// by serde_json: they agree, except where serde_json is stricter than RFC 8259.
+    #[test]
+    fn agrees_with_serde_json_on_generated_texts() {
+        const PIECES: [&str; 24] = [
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ":",
+            "\"a\"",
+            "\"\\u00e9\"",
+            "\"\\x\"",
+            "1",
+            "-0.5e-3",
+            "01",
+            "1.",
+            "true",
+            "nul",
+            " ",
+            "\n",
+            "\"",
+            "\\",
+            "\"k\":",
+            "1e400",
+            "\"\\ud800\"",
+            "x",
+            "null",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = next() % 12;
+            let text: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let verdict = check(&text, MAX_DEPTH);
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(_) => assert_eq!(verdict, Ok(()), "serde_json reads {text:?}"),
+                Err(error) => {
+                    let message = error.to_string();
+                    if !serde_stricter(&message) {
+                        assert_eq!(verdict, Err(Fault::Malformed), "{text:?}: {message}");
+                    }
+                }
+            }
+        }
+    }
 }
