@@ -99,6 +99,41 @@ fn check_lists_every_problem_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+#[test]
+fn check_reads_schemas_beside_the_file_and_names_a_bad_one() {
+    let pki = Pki::new();
+    let schemas = pki.dir.path().join("schemas");
+    std::fs::create_dir_all(&schemas).expect("mkdir");
+    std::fs::write(schemas.join("chat.json"), r#"{"type": "object"}"#).expect("write");
+    std::fs::write(schemas.join("bad.json"), r#"{"type": "thing"}"#).expect("write");
+    let with = |schema: &str| {
+        let routes = format!(
+            "{}    messages:\n      text: json\n      schema: {schema}\n",
+            route("echo", "/echo", "ws://127.0.0.1:9/")
+        );
+        write_config(&pki, &routes, "", "https://id.example.com/jwks.json")
+    };
+    // Relative to the configuration file's directory, wherever wsgate runs from.
+    let (code, _, stderr) = check(&with("schemas/chat.json"));
+    assert_eq!(code, 0, "{stderr}");
+    for (schema, expected) in [
+        ("schemas/missing.json", "cannot read"),
+        (
+            "schemas/bad.json",
+            "is not a valid JSON Schema (draft 2020-12)",
+        ),
+    ] {
+        let path = with(schema);
+        let (code, _, stderr) = check(&path);
+        assert_eq!(code, 64, "{stderr}");
+        let at = format!("{}: routes[0].messages.schema (line 23)", path.display());
+        assert!(
+            stderr.contains(&at) && stderr.contains(expected),
+            "missing {at:?} / {expected:?} in\n{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_sessions_with_1001_and_exits_0() {
     let pki = Pki::new();
