@@ -134,6 +134,21 @@ measure() {
         done
     done
     bench "$RESULTS" handshake "${client[@]}" "${plan[@]}" --parallel 32
+    if [[ $target == wsgate && ${WSGATE_RULES:-0} == 1 ]]; then
+        # Message rules (issue 16): 1 KiB JSON chat messages on the same route without rules,
+        # then on /echo-json (text: json + examples/schemas/chat.json).
+        bench "$RESULTS" echo "${client[@]}" "${plan[@]}" --conns 64 --size 1024 --json
+        local rules=() arg previous=
+        for arg in "${client[@]}"; do
+            case $previous in
+            --url) arg=${URL%/echo}/echo-json ;;
+            --label) arg="message rules ($LABEL)" ;;
+            esac
+            rules+=("$arg")
+            previous=$arg
+        done
+        bench "$RESULTS" echo "${rules[@]}" "${plan[@]}" --conns 64 --size 1024 --json
+    fi
 }
 
 machine() {

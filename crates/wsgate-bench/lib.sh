@@ -154,12 +154,48 @@ EOF
 EOF
     fi
     echo "      max_message_size: 1MiB"
+    if [[ ${WSGATE_RULES:-0} == 1 && $level == full ]]; then
+        # The same route once more with message rules (issue 16): JSON text, a small schema.
+        cp "$ROOT/examples/schemas/chat.json" "$WORK/chat-schema.json"
+        cat <<EOF
+  - name: echo-json
+    match:
+      path: /echo-json
+    backend: ws://127.0.0.1:$BACKEND_PORT/
+    auth:
+      provider: bench
+      token_from: [header]
+    origins:
+      allow: [$ORIGIN]
+      allow_missing: false
+    limits:
+      handshake_rate_per_ip: 1000000/s
+      handshake_burst_per_ip: 1000000
+      max_connections_per_subject: 100000
+      message_rate: 1000000/s
+      message_burst: 1000000
+      max_message_size: 1MiB
+    messages:
+      text: json
+      schema: $WORK/chat-schema.json
+EOF
+    fi
 }
 
 # Writes $WORK/wsgate.yaml with the most complete level this wsgate accepts; sets
-# WSGATE_LEVEL and WSGATE_LABEL ("wsgate", or "wsgate (no JWT yet)").
+# WSGATE_LEVEL and WSGATE_LABEL ("wsgate", or "wsgate (no JWT yet)"), and WSGATE_RULES=1 when
+# it also takes the full level's second route with message rules (/echo-json).
 choose_wsgate_config() {
     local level
+    WSGATE_RULES=1
+    wsgate_config full >"$WORK/wsgate-rules.yaml"
+    if "$WSGATE" check --config "$WORK/wsgate-rules.yaml" >"$WORK/logs/wsgate-check-rules.log" 2>&1; then
+        cp "$WORK/wsgate-rules.yaml" "$WORK/wsgate.yaml"
+        WSGATE_LEVEL=full
+        WSGATE_LABEL=wsgate
+        return 0
+    fi
+    WSGATE_RULES=0
     for level in full auth basic; do
         wsgate_config "$level" >"$WORK/wsgate-$level.yaml"
         if "$WSGATE" check --config "$WORK/wsgate-$level.yaml" >"$WORK/logs/wsgate-check-$level.log" 2>&1; then

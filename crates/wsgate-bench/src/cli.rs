@@ -82,6 +82,9 @@ pub enum Command {
         /// Binary message size in bytes.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Send JSON text messages of `size` bytes (a chat message) instead of binary.
+        #[arg(long)]
+        json: bool,
     },
     /// Parallel loops of connect + TLS + upgrade (fresh token) + 101 + close.
     Handshake {
@@ -299,11 +302,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             plan,
             conns,
             size,
+            json,
         } => {
-            let record = client.record(echo::scenario(conns, size));
+            let record = client.record(echo::scenario(conns, size, json));
             let params = echo::Params {
                 conns,
                 size,
+                json,
                 plan: plan.plan(),
             };
             let tree = client.tree()?;

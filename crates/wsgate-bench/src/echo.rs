@@ -1,6 +1,7 @@
-//! `echo`: N connections, each a closed loop with one binary message in flight. Reports round
-//! trips per second, the exact RTT p50/p99 over every sample in the window, and the proxy's CPU
-//! time per round trip.
+//! `echo`: N connections, each a closed loop with one binary message in flight (or, with
+//! `--json`, a JSON text message of the same size, for routes with message rules). Reports
+//! round trips per second, the exact RTT p50/p99 over every sample in the window, and the
+//! proxy's CPU time per round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,16 +26,29 @@ const COUNT_BOUND: Duration = Duration::from_secs(900);
 pub struct Params {
     pub conns: usize,
     pub size: usize,
+    /// Text messages holding one JSON object instead of binary ones.
+    pub json: bool,
     pub plan: Plan,
 }
 
-pub fn scenario(conns: usize, size: usize) -> String {
+pub fn scenario(conns: usize, size: usize, json: bool) -> String {
     let size = if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")
     };
-    format!("echo {size} x {conns}")
+    let kind = if json { "json " } else { "" };
+    format!("echo {kind}{size} x {conns}")
+}
+
+/// A chat message `{"type":"say","room":"lobby","text":"..."}` of exactly `size` bytes (at
+/// least its shape's length), as `examples/schemas/chat.json` accepts when under 2,000
+/// characters of text.
+pub fn json_message(size: usize) -> String {
+    let head = r#"{"type":"say","room":"lobby","text":""#;
+    let tail = r#""}"#;
+    let fill = size.saturating_sub(head.len() + tail.len());
+    format!("{head}{}{tail}", "x".repeat(fill))
 }
 
 pub async fn run(
@@ -45,7 +59,11 @@ pub async fn run(
 ) -> anyhow::Result<Record> {
     let mut record = record;
     let sockets = sessions::open_all(&client, params.conns).await?;
-    let payload = Bytes::from(vec![0x5a; params.size]);
+    let payload = if params.json {
+        Message::text(json_message(params.size))
+    } else {
+        Message::Binary(Bytes::from(vec![0x5a; params.size]))
+    };
     let window = Window::new(params.plan, COUNT_BOUND);
     let loops = sockets.into_iter().enumerate().map(|(i, ws)| {
         let quota = window::share(params.plan, i as u64, params.conns as u64);
@@ -79,13 +97,14 @@ fn window_seconds(window: Window, plan: Plan) -> f64 {
 /// Sends, waits for the echo, repeats; returns the samples in the window and the errors.
 async fn echo_loop(
     mut ws: WebSocketStream<Stream>,
-    payload: Bytes,
+    payload: Message,
     window: Window,
     quota: Option<u64>,
 ) -> (Samples, u64) {
     let mut samples = Samples::default();
     let mut errors = 0;
     let mut done = 0;
+    let expected = payload.len();
     loop {
         let sent = Instant::now();
         let finished = match quota {
@@ -95,12 +114,12 @@ async fn echo_loop(
         if finished {
             break;
         }
-        if ws.send(Message::Binary(payload.clone())).await.is_err() {
+        if ws.send(payload.clone()).await.is_err() {
             errors += 1;
             break;
         }
         match tokio::time::timeout(ROUND_TRIP_TIMEOUT, client::next_data(&mut ws)).await {
-            Ok(Some(len)) if len == payload.len() => {}
+            Ok(Some(len)) if len == expected => {}
             _ => {
                 errors += 1;
                 break;
@@ -114,4 +133,19 @@ async fn echo_loop(
     }
     client::close(ws).await;
     (samples, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_message_has_the_size_asked_for() {
+        for size in [64, 1024, 16384] {
+            let message = json_message(size);
+            assert_eq!(message.len(), size);
+            let value: serde_json::Value = serde_json::from_str(&message).expect("JSON");
+            assert_eq!(value["type"], "say");
+        }
+    }
 }
