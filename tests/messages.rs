@@ -144,6 +144,13 @@ async fn a_message_failing_the_schema_closes_with_1008() {
 async fn binary_on_a_refusing_route_closes_with_1008() {
     let mut backend = EchoBackend::start(&[]).await;
     let proxy = start(&backend, &["binary: refuse"]).await;
+    // A route with rules shows its series at zero before the first refusal.
+    let metrics = proxy.metrics().await;
+    for reason in ["json", "depth", "schema", "binary"] {
+        let series =
+            format!("wsgate_messages_rejected_total{{route=\"chat\",reason=\"{reason}\"}} 0");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
     let mut ws = proxy.connect("/chat").await;
     // Text is still any text.
     echoes(&mut ws, "not json, and fine").await;

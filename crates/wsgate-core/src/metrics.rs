@@ -456,6 +456,19 @@ impl RouteMetrics {
             .inc();
     }
 
+    /// Shows this route's `messages_rejected_total` series at zero (a route with message
+    /// rules), so dashboards and alerts see the first refusal as an increase.
+    pub fn show_rejections(&self) {
+        for rejection in Rejection::ALL {
+            self.metrics
+                .messages_rejected
+                .get_or_create_owned(&ReasonLabels {
+                    route: self.route.clone(),
+                    reason: rejection.label(),
+                });
+        }
+    }
+
     /// Counts a client message refused by the route's message rules (closed or dropped).
     pub fn message_rejected(&self, rejection: Rejection) {
         self.metrics

@@ -122,8 +122,12 @@ impl State {
             let old = previous.and_then(|old| old.router.get(&route.name));
             let limits = &route.limits;
             let rate = (limits.handshake_rate_per_ip, limits.handshake_burst_per_ip);
+            let route_metrics = metrics.route(&route.name);
+            if route.messages.is_some() {
+                route_metrics.show_rejections();
+            }
             RouteEntry {
-                metrics: metrics.route(&route.name),
+                metrics: route_metrics,
                 per_ip: old
                     .filter(|old| {
                         let was = &old.route.limits;

@@ -14,6 +14,9 @@
 use super::frame::{self, Header, Opcode, apply_mask};
 use crate::messages::{Binary, Rules};
 
+/// The most a held message reserves before its bytes arrive.
+const HELD_UPFRONT: usize = 16 * 1024;
+
 /// What a route asks the up pump to gather.
 pub(crate) struct Gather {
     /// `auth.refresh_prefix`.
@@ -107,7 +110,9 @@ impl Held {
     pub(super) fn new(header: &Header) -> Held {
         Held {
             opcode: header.opcode,
-            bytes: Vec::new(),
+            // Room for the first frame as declared (the reader has capped it at the message
+            // limit), but no more than a large read buffer until its bytes actually arrive.
+            bytes: Vec::with_capacity((header.len as usize).min(HELD_UPFRONT)),
             len: 0,
             mask: header.mask,
             offset: 0,
