@@ -198,6 +198,14 @@ async fn with_drop_each_refused_message_is_dropped_and_the_session_goes_on() {
     for reason in ["json", "depth", "schema", "binary"] {
         assert_eq!(rejected(&metrics, reason), 1.0, "{reason}: {metrics}");
     }
+    // Only what reached the backend counts as relayed: one message, its payload bytes.
+    let up = |family: &str| {
+        sample(
+            &metrics,
+            &format!("wsgate_{family}_total{{route=\"chat\",direction=\"client_to_backend\"}}"),
+        )
+    };
+    assert_eq!((up("messages"), up("bytes")), (1.0, 22.0));
     ws.close(None).await.expect("close");
     assert_eq!(backend.next_close().await, None, "a close without a code");
     drop(ws);

@@ -573,10 +573,11 @@ impl Pump {
                     return self.refused(rejection, rules, metrics);
                 }
                 let frame = frame::encode_data(opcode, &payload, Some(mask_key()));
+                // Payload bytes, as for messages that stream.
+                let bytes = payload.len() as u64;
                 drop(payload);
                 self.traffic.messages += 1;
                 self.unreported.messages += 1;
-                let bytes = frame.len() as u64;
                 self.traffic.bytes += bytes;
                 self.unreported.bytes += bytes;
                 self.emit = Some((frame, 0));
