@@ -252,6 +252,26 @@ async fn a_fragmented_message_is_assembled_judged_and_forwarded_whole() {
 }
 
 #[tokio::test]
+async fn a_fragmented_binary_message_is_dropped_from_its_first_frame() {
+    let backend = EchoBackend::start(&[]).await;
+    let proxy = start(&backend, &["binary: refuse", "on_invalid: drop"]).await;
+    let (head, mut ws) = proxy
+        .raw_session(&upgrade_request("/chat", &proxy.bearer()))
+        .await;
+    assert_eq!(status(&head), 101, "{head}");
+    let mut frames = masked_frame(0x02, &[7u8; 40]);
+    frames.extend(masked_frame(0x00, &[8u8; 40]));
+    frames.extend(masked_frame(0x80, &[9u8; 40]));
+    frames.extend(masked_frame(0x81, b"after the binary"));
+    ws.send_raw(&frames).await;
+    assert_eq!(ws.read_frame().await, (0x1, b"after the binary".to_vec()));
+    assert_eq!(texts(&backend), ["after the binary"]);
+    assert_eq!(rejected(&proxy.metrics().await, "binary"), 1.0);
+    drop(ws);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_refused_fragmented_message_closes_before_any_fragment_goes_on() {
     let mut backend = EchoBackend::start(&[]).await;
     let proxy = start(&backend, &["text: json", "max_depth: 4"]).await;
