@@ -132,6 +132,7 @@ fn key(bytes: &[u8], at: usize) -> Result<usize, Fault> {
 fn string(bytes: &[u8], mut at: usize) -> Result<usize, Fault> {
     at += 1;
     loop {
+        at += plain(bytes.get(at..).unwrap_or_default());
         match bytes.get(at) {
             Some(b'"') => return Ok(at + 1),
             Some(b'\\') => match bytes.get(at + 1) {
@@ -149,6 +150,34 @@ fn string(bytes: &[u8], mut at: usize) -> Result<usize, Fault> {
             Some(_) => at += 1,
         }
     }
+}
+
+/// How many bytes at the start of `rest` are plain string content: no quote, backslash or
+/// control character. Eight bytes at a time (SWAR: a word flags any byte below 0x20 or equal to
+/// `"` or `\\`; a flag may be a false alarm only above a true one, and the bytes are then
+/// looked at one by one), which makes the check of long strings several times faster.
+fn plain(rest: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // Bytes of `word` below `n` (n <= 0x80), as their high bits.
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    let mut at = 0;
+    for chunk in rest.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let special =
+            below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1);
+        if special != 0 {
+            break;
+        }
+        at += 8;
+    }
+    let tail = rest.get(at..).unwrap_or_default();
+    at + tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(tail.len())
 }
 
 fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Result<usize, Fault> {
@@ -281,6 +310,35 @@ mod tests {
     }
 
     #[test]
+    fn strings_stop_at_every_special_byte_wherever_it_is() {
+        for at in 0..40 {
+            let (before, after) = ("\u{e9}x".repeat(20), "y".repeat(40 - at));
+            let before = &before[..before.floor_char_boundary(at)];
+            for (special, verdict) in [
+                ("\\n", Ok(())),
+                ("\\\"", Ok(())),
+                ("\\u001F", Ok(())),
+                ("\u{1}", Err(Fault::Malformed)),
+                ("\u{1f}", Err(Fault::Malformed)),
+                ("\n", Err(Fault::Malformed)),
+                ("\\q", Err(Fault::Malformed)),
+                ("\u{7f}\u{80}\u{ff}", Ok(())),
+            ] {
+                let text = format!("\"{before}{special}{after}\"");
+                assert_eq!(check(&text, 1), verdict, "{text:?}");
+            }
+            let cut = format!("[\"{before}\", \"{after}\"]");
+            assert_eq!(check(&cut, 1), Ok(()), "{cut:?}");
+            let open = format!("\"{before}");
+            assert_eq!(check(&open, 1), Err(Fault::Malformed), "{open:?}");
+        }
+        assert_eq!(plain(b"0123456789abcdef\"x"), 16);
+        assert_eq!(plain(b"01234567\\"), 8);
+        assert_eq!(plain(b"\x1f"), 0);
+        assert_eq!(plain("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}".as_bytes()), 10);
+    }
+
+    #[test]
     fn depth_counts_arrays_and_objects() {
         assert_eq!(check("[[[[1]]]]", 4), Ok(()));
         assert_eq!(check("[[[[1]]]]", 3), Err(Fault::TooDeep));
@@ -325,7 +383,10 @@ mod tests {
     /// by serde_json: they agree, except where serde_json is stricter than RFC 8259.
     #[test]
     fn agrees_with_serde_json_on_generated_texts() {
-        const PIECES: [&str; 24] = [
+        const PIECES: [&str; 27] = [
+            "\"0123456789abcdef\\u0041xyz\"",
+            "\"0123456789abcdefgh",
+            "\"\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\t\"",
             "[",
             "]",
             "{",
