@@ -6,6 +6,7 @@ use std::path::Path;
 use wsgate_core::Config;
 use wsgate_core::config::{Error, HostMatch};
 use wsgate_core::messages::{Binary, OnInvalid, Rejection, Text};
+use wsgate_core::config::{Error, HostMatch, OnUnavailable};
 
 use crate::support::Pki;
 
@@ -646,4 +647,96 @@ fn bad_message_rules_name_their_path_and_line() {
         found.contains("is not a valid JSON Schema (draft 2020-12)"),
         "{found}"
     );
+fn cluster_is_absent_by_default_and_fills_its_defaults() {
+    let pki = Pki::new();
+    let config = Config::parse(&valid(&pki), pki.dir.path(), &|_| None).expect("valid");
+    assert!(config.cluster.is_none());
+    let yaml = format!(
+        "{}cluster:\n  redis: redis://:${{PASS}}@127.0.0.1:6379/0\n",
+        valid(&pki)
+    );
+    let env = |name: &str| (name == "PASS").then(|| "hunter2-hunter2".to_owned());
+    let config = Config::parse(&yaml, pki.dir.path(), &env).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = config.cluster.expect("a cluster");
+    assert_eq!(
+        cluster.redis.expose(),
+        "redis://:hunter2-hunter2@127.0.0.1:6379/0"
+    );
+    assert!(!format!("{cluster:?}").contains("hunter2"), "{cluster:?}");
+    assert_eq!(cluster.key_prefix, "wsgate");
+    assert_eq!(cluster.lease, std::time::Duration::from_secs(15));
+    assert_eq!(cluster.on_unavailable, OnUnavailable::Local);
+    let pid = format!("-{}", std::process::id());
+    assert!(cluster.instance.ends_with(&pid), "{}", cluster.instance);
+    let yaml = format!(
+        "{}cluster:\n  redis: rediss://redis.internal:6380\n  key_prefix: edge\n  instance: edge-a\n  lease: 3s\n  on_unavailable: refuse\n",
+        valid(&pki)
+    );
+    let cluster = Config::parse(&yaml, pki.dir.path(), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .cluster
+        .expect("a cluster");
+    assert_eq!(
+        (cluster.key_prefix.as_str(), cluster.instance.as_str()),
+        ("edge", "edge-a")
+    );
+    assert_eq!(cluster.lease, std::time::Duration::from_secs(3));
+    assert_eq!(cluster.on_unavailable, OnUnavailable::Refuse);
+}
+
+#[test]
+fn bad_cluster_settings_name_their_path_and_line() {
+    let pki = Pki::new();
+    // `cluster:` is line 21 of the file; its first key is line 22.
+    let table: &[(&str, &str)] = &[
+        ("  lease: 15s\n", "cluster.redis (line 22): is required"),
+        (
+            "  redis: http://127.0.0.1:6379\n",
+            "cluster.redis (line 22): expected a redis:// or rediss:// URL",
+        ),
+        (
+            "  redis: redis://:pw-not-shown@[::1\n",
+            "cluster.redis (line 22): expected a redis:// or rediss:// URL",
+        ),
+        (
+            "  redis: ${UNSET}\n",
+            "cluster.redis (line 22): environment variable UNSET is not set",
+        ),
+        (
+            "  redis: redis://127.0.0.1\n  lease: 15\n",
+            "cluster.lease (line 23): \"15\": expected a duration with a unit",
+        ),
+        (
+            "  redis: redis://127.0.0.1\n  lease: 100ms\n",
+            "cluster.lease (line 23): \"100ms\": must be from 1s to 1h",
+        ),
+        (
+            "  redis: redis://127.0.0.1\n  on_unavailable: maybe\n",
+            "cluster.on_unavailable (line 23): \"maybe\": expected local or refuse",
+        ),
+        (
+            "  redis: redis://127.0.0.1\n  instance: \"a b\"\n",
+            "cluster.instance (line 23): \"a b\": expected an instance name",
+        ),
+        (
+            "  redis: redis://127.0.0.1\n  key_prefix: \"{x}\"\n",
+            "cluster.key_prefix (line 23): \"{x}\": expected a key prefix",
+        ),
+        (
+            "  redis: redis://127.0.0.1\n  bogus: 1\n",
+            "cluster.bogus (line 23): unknown field `bogus`",
+        ),
+    ];
+    for (block, expected) in table {
+        let yaml = format!("{}cluster:\n{block}", valid(&pki));
+        let found = problems(&yaml, pki.dir.path());
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "expected {expected:?}, got {found:#?}"
+        );
+        assert!(
+            !found.iter().any(|p| p.contains("pw-not-shown")),
+            "{found:#?}"
+        );
+    }
 }

@@ -234,6 +234,7 @@ async fn bind_preferring(
             max_pending_per_ip: config::DEFAULT_MAX_PENDING_PER_IP,
         },
         trusted_proxies: Vec::new(),
+        cluster: None,
         admin: Admin {
             address: SocketAddr::from(([127, 0, 0, 1], admin)),
             token: None,

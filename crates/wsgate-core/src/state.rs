@@ -298,6 +298,9 @@ impl Current {
         {
             warn!("listen.address and admin.address changes take effect only after a restart");
         }
+        if config.cluster != old.config.cluster {
+            warn!("cluster changes take effect only after a restart");
+        }
         let new = Arc::new(State::build(
             config,
             &self.metrics,

@@ -2,6 +2,7 @@
 //! [`Config`]. The rest of the library only ever sees a `Config`. Every problem names its
 //! YAML path and line, and validation gathers all of them before failing.
 
+pub mod cluster;
 pub(crate) mod origins;
 mod raw;
 mod scalars;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use hyper::header::HeaderName;
 pub use jsonwebtoken::Algorithm;
 
+pub use self::cluster::{Cluster, OnUnavailable};
 use self::origins::Pattern;
 use crate::messages::Rules;
 use crate::tls::Identity;
@@ -56,6 +58,8 @@ pub struct Config {
     pub admin: Admin,
     pub providers: Vec<Provider>,
     pub routes: Vec<Route>,
+    /// The fleet's shared Redis; `None`: this instance keeps its own state.
+    pub cluster: Option<Cluster>,
 }
 
 /// A JWT issuer and where its keys are published.

@@ -20,6 +20,7 @@ pub struct Root {
     pub admin: Option<Spanned<Admin>>,
     pub providers: Option<Spanned<Vec<Spanned<Provider>>>>,
     pub routes: Option<Spanned<Vec<Spanned<Route>>>>,
+    pub cluster: Option<Spanned<Cluster>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +48,16 @@ pub struct Tls {
 pub struct Admin {
     pub address: Option<Scalar>,
     pub token: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub redis: Option<Scalar>,
+    pub key_prefix: Option<Scalar>,
+    pub instance: Option<Scalar>,
+    pub lease: Option<Scalar>,
+    pub on_unavailable: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

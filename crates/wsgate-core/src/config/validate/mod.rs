@@ -4,10 +4,12 @@
 //!
 //! This module holds the entry point, the [`Validator`] and its helpers for optional,
 //! required and list values; the sections are walked in `listen.rs` (`listen`, `admin`,
-//! `trusted_proxies`), `providers.rs` and `routes.rs` (a route with its match, backend, auth,
-//! origins, limits and timeouts; its message rules in `messages.rs`). What a single scalar may hold is decided in
+//! `trusted_proxies`), `cluster.rs`, `providers.rs` and `routes.rs` (a route with its match,
+//! backend, auth, origins, limits and timeouts; its message rules in `messages.rs`). What a
+//! single scalar may hold is decided in
 //! [`scalars`](super::scalars).
 
+mod cluster;
 mod listen;
 mod messages;
 mod providers;
@@ -197,12 +199,19 @@ impl Validator<'_> {
             })
             .collect();
         let routes = self.routes(root.routes.as_ref(), &names);
+        let cluster = root.cluster.as_ref().map(|cluster| self.cluster(cluster));
+        // A `cluster` that failed leaves `None` inside: no Config (its problems are recorded).
+        let cluster = match cluster {
+            None => None,
+            Some(cluster) => Some(cluster?),
+        };
         Some(Config {
             listen: listen?,
             trusted_proxies,
             admin: admin?,
             providers,
             routes,
+            cluster,
         })
     }
 }
