@@ -10,6 +10,7 @@ mod attack_tls;
 mod auth;
 mod busy_poll;
 mod config;
+mod fleet;
 mod forwarding;
 mod jwks;
 mod leakage;

@@ -2,7 +2,7 @@
 //! certificate ([`pki`]), an instrumented WebSocket echo backend and misbehaving backends
 //! ([`backends`]), the proxy itself on 127.0.0.1:0 ([`proxy`]), TLS clients, a WebSocket one
 //! and a raw one for malformed requests ([`clients`]), plain HTTP to the admin listener
-//! ([`http`]), log capture ([`logs`]), the JWKS server and tokens ([`jwt`]) and the
+//! ([`http`]), a real Redis server ([`redis`]), log capture ([`logs`]), the JWKS server and tokens ([`jwt`]) and the
 //! suite-wide token-leakage check ([`leak`]). Everything is re-exported here, so a test
 //! file needs only `use crate::support::*;`.
 #![allow(dead_code)]
@@ -15,10 +15,11 @@ pub mod leak;
 mod logs;
 mod pki;
 mod proxy;
+mod redis;
 
 // Each test binary (tests/e2e.rs, crates/wsgate/tests/cli.rs) uses its own part of these.
 #[allow(unused_imports)]
-pub use self::{backends::*, clients::*, http::*, jwt::*, logs::*, pki::*, proxy::*};
+pub use self::{backends::*, clients::*, http::*, jwt::*, logs::*, pki::*, proxy::*, redis::*};
 
 use std::time::Duration;
 

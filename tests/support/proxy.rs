@@ -190,6 +190,15 @@ impl TestProxy {
         }
     }
 
+    /// Stops the server without its shutdown, as if the process were killed: no drain, no
+    /// goodbye to the fleet (its sessions' tasks keep running in this process).
+    pub fn abort(&mut self) {
+        // The stop sender stays: dropping it would start a clean shutdown.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     /// Drains and joins the server task, re-raising any panic.
     pub async fn shutdown(mut self) {
         self.begin_shutdown();

@@ -53,6 +53,7 @@
 //! server in `mod.rs`) that hands the same `admit()` and session the request.
 
 pub mod auth;
+mod cluster;
 pub mod config;
 mod connection;
 pub mod demo;

@@ -79,6 +79,28 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// The Redis operations `cluster_errors_total{op}` counts, shown at zero from the start.
+const CLUSTER_OPS: [&str; 13] = [
+    "connect",
+    "subscribe",
+    "load",
+    "sync",
+    "admit",
+    "revoke",
+    "lift",
+    "kick",
+    "sessions",
+    "release",
+    "renew",
+    "publish",
+    "leave",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     route: Arc<str>,
     kind: &'static str,
@@ -117,6 +139,9 @@ pub struct Metrics {
     handshake_duration: HistogramFamily,
     token_refreshes: Family<ResultLabels, Counter>,
     messages_rejected: Family<ReasonLabels, Counter>,
+    cluster_up: Gauge,
+    cluster_instances: Gauge,
+    cluster_errors: Family<OpLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,6 +178,9 @@ impl Metrics {
             handshake_duration: Family::new_with_constructor(handshake_histogram),
             token_refreshes: Family::default(),
             messages_rejected: Family::default(),
+            cluster_up: Gauge::default(),
+            cluster_instances: Gauge::default(),
+            cluster_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -252,6 +280,44 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// The metrics of a server with a `cluster` (DESIGN.md section 10): the usual ones and
+    /// `cluster_up`, `cluster_instances`, `cluster_errors_total{op}`.
+    pub fn with_cluster() -> Metrics {
+        let mut metrics = Metrics::new();
+        let registry = &mut metrics.registry;
+        registry.register(
+            "cluster_up",
+            "1 while the fleet's Redis answers, else 0",
+            metrics.cluster_up.clone(),
+        );
+        registry.register(
+            "cluster_instances",
+            "Live instances of the fleet (as of the last lease renewal)",
+            metrics.cluster_instances.clone(),
+        );
+        registry.register(
+            "cluster_errors",
+            "Failed or timed-out Redis calls by operation",
+            metrics.cluster_errors.clone(),
+        );
+        for op in CLUSTER_OPS {
+            metrics.cluster_errors.get_or_create_owned(&OpLabel { op });
+        }
+        metrics
+    }
+
+    pub(crate) fn set_cluster_up(&self, up: bool) {
+        self.cluster_up.set(i64::from(up));
+    }
+
+    pub(crate) fn set_cluster_instances(&self, instances: i64) {
+        self.cluster_instances.set(instances);
+    }
+
+    pub(crate) fn cluster_error(&self, op: &'static str) {
+        self.cluster_errors.get_or_create(&OpLabel { op }).inc();
     }
 
     /// Handles for one route, or with `""` for requests refused before a route was chosen

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Fleet;
 use crate::metrics::Metrics;
 use crate::ratelimit::PreUpgrade;
 use crate::registry::Registry;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) pre_upgrade: Arc<PreUpgrade>,
     /// The sessions relaying now (busy polling is for a nearly idle proxy).
     pub(crate) relaying: busy::Relaying,
+    /// The fleet this instance shares state with (`cluster`); `None`: local state only.
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 impl Shared {

@@ -14,6 +14,7 @@ use super::Client;
 use super::backend::{self, Answer, Outgoing};
 use super::handshake::{self, Refusal};
 use crate::auth::{self, Principal, token};
+use crate::cluster::{Fleet, Hold, Verdict};
 use crate::config::{Auth, OnExpiry};
 use crate::ratelimit::{Limit, SubjectSlot};
 use crate::router::{self, backend_target};
@@ -28,13 +29,20 @@ pub(super) struct Admitted {
     /// The client's `Sec-WebSocket-Key`, for the 101.
     pub(super) key: HeaderValue,
     pub(super) principal: Arc<Principal>,
-    pub(super) subject: Option<SubjectSlot>,
+    pub(super) subject: Option<Place>,
     /// When the session must close (`None` with `on_expiry: ignore`).
     pub(super) expires: Option<Instant>,
     /// The Origin it was admitted with, re-checked by reloads.
     pub(super) origin: Option<String>,
     /// The client offered the subprotocol marker (the token travelled that way).
     pub(super) marker_offered: bool,
+}
+
+/// A subject's place among its route's sessions, here and (with a `cluster`) in the fleet;
+/// both free when it drops.
+pub(super) struct Place {
+    _local: SubjectSlot,
+    _fleet: Option<Hold>,
 }
 
 /// A refusal, with the route the request had matched (for its metrics), if it got that far.
@@ -80,15 +88,13 @@ pub(super) async fn admit(
     let auth = &entry.route.auth;
     // Every handshake counts against its address, failed authentications included.
     let seen = peer::Client::of(client.peer.ip(), headers, &state.config.trusted_proxies);
-    entry
-        .per_ip
-        .check(peer::key(seen.ip, state.config.listen.ipv6_prefix))
-        .map_err(|wait| {
-            on_route(Refusal::RateLimited {
-                kind: Limit::Handshake,
-                retry_after: wait.as_secs_f64().ceil() as u64,
-            })
-        })?;
+    let address = peer::key(seen.ip, state.config.listen.ipv6_prefix);
+    entry.per_ip.check(address).map_err(|wait| {
+        on_route(Refusal::RateLimited {
+            kind: Limit::Handshake,
+            retry_after: wait.as_secs_f64().ceil() as u64,
+        })
+    })?;
     origin::check(&entry.route.origins, headers).map_err(|why| on_route(Refusal::Origin(why)))?;
     let token = token::extract(auth, headers, request.uri().query(), &upgrade.protocols)
         .and_then(|token| token.ok_or(auth::Error::Missing))
@@ -108,6 +114,18 @@ pub(super) async fn admit(
         })?),
         None => None,
     };
+    // With a `cluster`: the address's rate and the subject's sessions across the fleet, in
+    // one Redis call, after the local checks (which never refuse what the fleet would admit).
+    let fleet = match &shared.fleet {
+        Some(fleet) => fleet_admit(fleet, &entry, address, principal.sub.as_deref())
+            .await
+            .map_err(on_route)?,
+        None => None,
+    };
+    let subject = subject.map(|local| Place {
+        _local: local,
+        _fleet: fleet,
+    });
     let (outgoing, marker_offered) =
         outgoing(request, &seen, &entry, identity, &token, upgrade.protocols)
             .map_err(|error| on_route(Refusal::Auth(error)))?;
@@ -127,6 +145,26 @@ pub(super) async fn admit(
         subject,
         marker_offered,
     })
+}
+
+async fn fleet_admit(
+    fleet: &Arc<Fleet>,
+    entry: &RouteEntry,
+    address: std::net::IpAddr,
+    sub: Option<&str>,
+) -> Result<Option<Hold>, Refusal> {
+    match fleet.admit(&entry.route, address, sub).await {
+        Verdict::Admitted(hold) => Ok(hold),
+        Verdict::RateLimited(wait) => Err(Refusal::RateLimited {
+            kind: Limit::Handshake,
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }),
+        Verdict::SubjectFull => Err(Refusal::RateLimited {
+            kind: Limit::Subject,
+            retry_after: 1,
+        }),
+        Verdict::Unavailable => Err(Refusal::FleetUnavailable),
+    }
 }
 
 /// The route for the request's host and path.

@@ -40,6 +40,8 @@ pub enum Refusal {
     },
     Overloaded,
     Draining,
+    /// The fleet's Redis does not answer and `cluster.on_unavailable` is `refuse`.
+    FleetUnavailable,
     BackendRefused,
     BackendTimeout,
     BackendInvalid(&'static str),
@@ -58,7 +60,9 @@ impl Refusal {
             }
             Refusal::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Auth(_) => StatusCode::UNAUTHORIZED,
-            Refusal::Overloaded | Refusal::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Overloaded | Refusal::Draining | Refusal::FleetUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::BackendRefused | Refusal::BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             Refusal::BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -78,6 +82,7 @@ impl Refusal {
             Refusal::Auth(_) => "unauthorized",
             Refusal::Overloaded => "overloaded",
             Refusal::Draining => "draining",
+            Refusal::FleetUnavailable => "fleet_unavailable",
             Refusal::BackendRefused => "backend_refused",
             Refusal::BackendTimeout => "backend_timeout",
             Refusal::BackendInvalid(_) => "backend_invalid",
@@ -101,6 +106,7 @@ impl Refusal {
             Refusal::Auth(error) => error.reason(),
             Refusal::Overloaded => "too many connections",
             Refusal::Draining => "shutting down",
+            Refusal::FleetUnavailable => "fleet state unavailable",
             Refusal::BackendRefused => "backend unreachable",
             Refusal::BackendTimeout => "backend did not answer in time",
         }

@@ -28,7 +28,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{Instrument, Span, debug, field};
 
 use crate::auth::Principal;
-use crate::ratelimit::{PreUpgradeSlot, SubjectSlot};
+use crate::ratelimit::PreUpgradeSlot;
 use crate::shared::Shared;
 use crate::state::{RouteEntry, State};
 
@@ -97,7 +97,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 struct Pending {
     entry: Arc<RouteEntry>,
     principal: Arc<Principal>,
-    subject: Option<SubjectSlot>,
+    subject: Option<admit::Place>,
     expires: Option<Instant>,
     origin: Option<String>,
     client: OnUpgrade,

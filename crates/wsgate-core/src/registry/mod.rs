@@ -39,6 +39,20 @@ fn unix(time: SystemTime) -> u64 {
 }
 
 impl Registry {
+    /// A registry whose session ids carry `instance` (with a `cluster`), or plain numbers.
+    pub fn new(instance: Option<&str>) -> Registry {
+        Registry {
+            sessions: instance.map(Sessions::for_instance).unwrap_or_default(),
+            revocations: Revocations::default(),
+        }
+    }
+
+    /// Applies a revocation another instance made: refused here too, its sessions closed.
+    pub fn mirror(&self, kind: Kind, value: &str, until: SystemTime) -> usize {
+        self.revocations.merge(kind, value, until);
+        self.sessions.kick_carrying(kind, value, Kick::REVOKED)
+    }
+
     /// Registers a session that has just been upgraded; it leaves when the registration drops.
     pub fn register(
         self: &Arc<Self>,

@@ -23,6 +23,11 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind a claim name names (`sub`, `jti`).
+    pub fn from_claim(claim: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.claim() == claim)
+    }
+
     /// Both kinds, in listing order.
     pub const ALL: [Kind; 2] = [Kind::Subject, Kind::TokenId];
 
@@ -80,6 +85,18 @@ impl Revocations {
         let mut maps = lock(&self.maps);
         prune(&mut maps, SystemTime::now());
         maps[slot(kind)].insert(value.to_owned(), until);
+    }
+
+    /// Refuses `kind` `value` until `until` unless it is already refused longer (what another
+    /// instance of a fleet says); true when this changed anything.
+    pub fn merge(&self, kind: Kind, value: &str, until: SystemTime) -> bool {
+        let mut maps = lock(&self.maps);
+        let map = &mut maps[slot(kind)];
+        if map.get(value).is_some_and(|known| *known >= until) {
+            return false;
+        }
+        map.insert(value.to_owned(), until);
+        true
     }
 
     /// True when the principal's subject or token id is refused now.

@@ -49,13 +49,15 @@ pub struct Session {
     /// The `Origin` the session was admitted with, to re-check it after a reload.
     pub origin: Option<String>,
     pub since: SystemTime,
+    /// The instance's name with a `cluster`: ids are then `<instance>:<id>` fleet-wide.
+    pub instance: Option<Arc<str>>,
     kick: watch::Sender<Option<Kick>>,
 }
 
 impl Session {
     pub fn to_json(&self) -> serde_json::Value {
         let principal = self.principal.load();
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "id": self.id,
             "route": self.route,
             "sub": principal.sub,
@@ -63,7 +65,12 @@ impl Session {
             "peer": self.peer.to_string(),
             "since": unix(self.since),
             "expires": principal.exp,
-        })
+        });
+        if let Some(instance) = &self.instance {
+            json["id"] = format!("{instance}:{}", self.id).into();
+            json["instance"] = instance.to_string().into();
+        }
+        json
     }
 
     /// The token the session runs on now.
@@ -104,9 +111,26 @@ impl Drop for Registration {
 pub struct Sessions {
     next_id: AtomicU64,
     table: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Set with a `cluster`: the name that prefixes every id.
+    instance: Option<Arc<str>>,
+    /// Bumped by every insert and removal, so a fleet publishes its listing only on change.
+    changes: AtomicU64,
 }
 
 impl Sessions {
+    /// A table whose ids are `<instance>:<n>`, unique across a fleet.
+    pub fn for_instance(instance: &str) -> Sessions {
+        Sessions {
+            instance: Some(Arc::from(instance)),
+            ..Sessions::default()
+        }
+    }
+
+    /// How many inserts and removals so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
     /// Adds a session with a fresh id; returns it and the receiving end of its kicks.
     pub(super) fn insert(
         &self,
@@ -123,14 +147,17 @@ impl Sessions {
             peer,
             origin,
             since: SystemTime::now(),
+            instance: self.instance.clone(),
             kick,
         });
         lock(&self.table).insert(session.id, session.clone());
+        self.changes.fetch_add(1, Ordering::Relaxed);
         (session, kicked)
     }
 
     fn remove(&self, id: u64) {
         lock(&self.table).remove(&id);
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Live sessions, optionally only those of `sub` and/or on `route`, oldest first.

@@ -111,7 +111,10 @@ async fn answer(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
         "/readyz" if !shared.state().auth.ready() => {
             plain(StatusCode::SERVICE_UNAVAILABLE, "provider keys not loaded")
         }
-        "/readyz" => plain(StatusCode::OK, "ready"),
+        "/readyz" => match shared.fleet.as_ref().and_then(|fleet| fleet.not_ready()) {
+            Some(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why),
+            None => plain(StatusCode::OK, "ready"),
+        },
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -141,17 +144,12 @@ async fn admin_api(
     let param = |name: &str| token::query_param(&query, name);
     match (method, path.as_str()) {
         (Method::GET, "sessions") => {
-            let sessions = shared
-                .registry
-                .sessions
-                .list(param("sub").as_deref(), param("route").as_deref());
-            json_response(
-                StatusCode::OK,
-                &Value::Array(sessions.iter().map(|s| s.to_json()).collect()),
-            )
+            let (sub, route) = (param("sub"), param("route"));
+            let sessions = listing(shared, sub.as_deref(), route.as_deref()).await;
+            json_response(StatusCode::OK, &Value::Array(sessions))
         }
         (Method::POST, "revoke") => match read_json(request).await {
-            Ok(body) => revoke(shared, &body),
+            Ok(body) => revoke(shared, &body).await,
             Err(response) => response,
         },
         (Method::GET, "revocations") => {
@@ -168,6 +166,9 @@ async fn admin_api(
             match target {
                 Some((kind, value)) => {
                     let lifted = shared.registry.revocations.lift(kind, &value);
+                    if let Some(fleet) = &shared.fleet {
+                        fleet.lifted(kind, &value).await;
+                    }
                     info!(kind = kind.claim(), ?value, lifted, "revocation lifted");
                     json_response(StatusCode::OK, &json!({ "lifted": lifted }))
                 }
@@ -185,28 +186,60 @@ async fn admin_api(
     }
 }
 
-fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
+/// Live sessions, filtered: with a `cluster`, those every live instance published (each with
+/// its `instance`); this instance's own sessions are always listed as they are now.
+async fn listing(shared: &Shared, sub: Option<&str>, route: Option<&str>) -> Vec<Value> {
+    let own = shared.registry.sessions.list(sub, route);
+    let mut listed: Vec<Value> = own.iter().map(|s| s.to_json()).collect();
+    let Some(fleet) = &shared.fleet else {
+        return listed;
+    };
+    let others = fleet.sessions().await.unwrap_or_default();
+    let field = |s: &Value, key: &str| s.get(key).and_then(Value::as_str).map(str::to_owned);
+    listed.extend(others.into_iter().filter(|s| {
+        field(s, "instance").as_deref() != Some(fleet.instance())
+            && sub.is_none_or(|sub| field(s, "sub").as_deref() == Some(sub))
+            && route.is_none_or(|route| field(s, "route").as_deref() == Some(route))
+    }));
+    listed
+}
+
+/// `{"session": id}`: the id as `/admin/sessions` lists it (a number, or with a `cluster`
+/// `"<instance>:<n>"`), or a string holding it. A session of another instance is closed by
+/// that instance.
+async fn revoke_session(shared: &Shared, session: &Value) -> Response<Full<Bytes>> {
+    let (instance, id) = match session {
+        Value::Number(id) => (None, id.as_u64()),
+        Value::String(id) => match id.rsplit_once(':') {
+            Some((instance, id)) if shared.fleet.is_some() => (Some(instance), id.parse().ok()),
+            _ => (None, id.parse::<u64>().ok()),
+        },
+        _ => (None, None),
+    };
+    let Some(id) = id else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "session: the id as /admin/sessions lists it (17 or \"17\")",
+        );
+    };
+    let closed = match (instance, &shared.fleet) {
+        (Some(instance), Some(fleet)) if instance != fleet.instance() => {
+            fleet.kick(instance, id).await
+        }
+        _ => shared.registry.sessions.kick_id(id, Kick::REVOKED),
+    };
+    info!(session = id, instance, closed, "session revoked");
+    json_response(StatusCode::OK, &json!({ "closed": closed }))
+}
+
+async fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
     let text = |key: &str| {
         body.get(key)
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
     };
     if let Some(session) = body.get("session") {
-        // The id as `/admin/sessions` lists it (a number), or a string holding it.
-        let id = match session {
-            Value::Number(id) => id.as_u64(),
-            Value::String(id) => id.parse::<u64>().ok(),
-            _ => None,
-        };
-        let Some(id) = id else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "session: the id as /admin/sessions lists it (17 or \"17\")",
-            );
-        };
-        let closed = shared.registry.sessions.kick_id(id, Kick::REVOKED);
-        info!(session = id, closed, "session revoked");
-        return json_response(StatusCode::OK, &json!({ "closed": closed }));
+        return revoke_session(shared, session).await;
     }
     let (kind, value) = match (text("sub"), text("jti")) {
         (Some(sub), None) => (Kind::Subject, sub),
@@ -259,6 +292,10 @@ fn revoke(shared: &Shared, body: &Value) -> Response<Full<Bytes>> {
     };
     let closed = shared.registry.revoke(kind, value, until);
     info!(kind = kind.claim(), ?value, closed, "revoked");
+    // Applied here at once; the fleet is told (or, while Redis is away, told on reconnect).
+    if let Some(fleet) = &shared.fleet {
+        fleet.revoked(kind, value, until).await;
+    }
     json_response(StatusCode::OK, &json!({ "closed": closed }))
 }
 

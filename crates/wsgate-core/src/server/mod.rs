@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cluster::Fleet;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::PreUpgrade;
@@ -46,6 +47,8 @@ pub enum Error {
     },
     #[error(transparent)]
     State(#[from] state::Error),
+    #[error("cluster.redis: {0}")]
+    Cluster(redis::RedisError),
 }
 
 pub use crate::state::RouteEntry;
@@ -117,11 +120,22 @@ impl Server {
         };
         let listener = bind("public", config.listen.address)?;
         let admin = bind("admin", config.admin.address)?;
-        let metrics = Arc::new(Metrics::new());
+        let cluster = config.cluster.clone();
+        let metrics = Arc::new(match cluster {
+            Some(_) => Metrics::with_cluster(),
+            None => Metrics::new(),
+        });
         let draining = CancellationToken::new();
         let connections = Arc::new(Semaphore::new(config.listen.max_connections));
         let state = State::build(config, &metrics, None, &draining)?;
-        let registry: Arc<Registry> = Arc::default();
+        let instance = cluster.as_ref().map(|c| c.instance.as_str());
+        let registry = Arc::new(Registry::new(instance));
+        let fleet = match cluster {
+            Some(cluster) => Some(
+                Fleet::new(cluster, registry.clone(), metrics.clone()).map_err(Error::Cluster)?,
+            ),
+            None => None,
+        };
         let shared = Shared {
             current: Current::new(state, metrics.clone(), registry.clone(), draining.clone()),
             connections,
@@ -135,6 +149,7 @@ impl Server {
             relaying: busy::Relaying::new(
                 tokio::runtime::Handle::current().metrics().num_workers(),
             ),
+            fleet,
         };
         Ok(Server {
             shared: Arc::new(shared),
@@ -197,6 +212,12 @@ impl Server {
             routes = shared.state().config.routes.len(),
             "wsgate listening"
         );
+        // The fleet's renewals stop with this future, cleanly or not: a server dropped without
+        // its shutdown stops counting for the fleet when its lease ends, as a killed one does.
+        let _fleet_stops = shared.fleet.as_ref().map(|fleet| {
+            fleet.start();
+            fleet.stop.clone().drop_guard()
+        });
         let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
         tokio::spawn(prune(shared.clone()));
         let mut shutdown = std::pin::pin!(shutdown);
@@ -225,6 +246,9 @@ impl Server {
                 connections = shared.tracker.len(),
                 "shutdown grace ran out; closing the rest"
             );
+        }
+        if let Some(fleet) = &shared.fleet {
+            fleet.leave().await;
         }
         admin_task.abort();
     }

@@ -1,0 +1,452 @@
+//! Fleet state over Redis (DESIGN.md section 10): with a `cluster`, the instances that share
+//! one Redis behave as one proxy. Built only when `cluster` is configured; without it nothing
+//! here runs and the registry keeps its local behaviour.
+//!
+//! What stays local: every handshake still checks the local revocation set (a mirror of the
+//! fleet's, fed by pub/sub) and the local limits; the relay never touches Redis. What goes to
+//! Redis, at most one script call per handshake (bounded by [`CALL_TIMEOUT`]): the address's
+//! fleet-wide handshake rate and the subject's fleet-wide session count.
+//!
+//! - `scripts`: the Lua scripts and the key layout.
+//! - `supervisor`: connect, load and seed the revocations, renew the lease, publish the
+//!   session listing, listen to the event channel; reconnect with backoff.
+
+mod scripts;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::scripts::Scripts;
+use crate::config::{Cluster, OnUnavailable, Route};
+use crate::metrics::Metrics;
+use crate::registry::{Kind, Registry};
+
+/// Every Redis call is bounded by this: a Redis that stops answering delays a handshake by
+/// at most this much once, then the instance works without it until it answers again.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// A subject's slot hash outlives its last acquire by this (its dead slots are pruned by the
+/// next acquire; this bounds what a subject never seen again leaves behind).
+const SUBJECT_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What an admission needs from the fleet.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Admitted; the subject's slot (if it has a `sub`) frees when this drops.
+    Admitted(Option<Hold>),
+    /// The address is over the route's handshake rate across the fleet; wait this long.
+    RateLimited(Duration),
+    /// The subject holds `max_connections_per_subject` sessions on live instances.
+    SubjectFull,
+    /// Redis does not answer and `on_unavailable` is `refuse`.
+    Unavailable,
+}
+
+/// The fleet this instance belongs to.
+pub(crate) struct Fleet {
+    config: Cluster,
+    client: redis::Client,
+    scripts: Scripts,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// The connection while Redis answers; taken away by the first failed call.
+    connection: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    /// The first attempt to load the fleet's revocations is over (loaded, or Redis away).
+    settled: AtomicBool,
+    /// Wakes the supervisor: a call failed, or slots were released.
+    wake: Notify,
+    /// Subject slots this instance holds: slot -> subject key (re-registered on reconnect).
+    held: Mutex<HashMap<String, String>>,
+    /// Slots freed but not yet removed from Redis: (subject key, slot).
+    released: Mutex<Vec<(String, String)>>,
+    next_slot: AtomicU64,
+    /// `Sessions::changes` when the listing was last published.
+    published: AtomicU64,
+    pub(crate) stop: CancellationToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A subject's place among the fleet's sessions; freed (asynchronously) when dropped.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    fleet: Arc<Fleet>,
+    slot: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.fleet.release(&self.slot);
+    }
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("redis", &self.config.redis)
+            .field("instance", &self.config.instance)
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// The fleet of `config`; nothing connects until [`Fleet::start`].
+    pub(crate) fn new(
+        config: Cluster,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Fleet>, redis::RedisError> {
+        let client = redis::Client::open(config.redis.expose())?;
+        Ok(Arc::new(Fleet {
+            config,
+            client,
+            scripts: Scripts::new(),
+            registry,
+            metrics,
+            connection: Mutex::new(None),
+            up: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
+            wake: Notify::new(),
+            held: Mutex::default(),
+            released: Mutex::default(),
+            next_slot: AtomicU64::new(0),
+            published: AtomicU64::new(u64::MAX),
+            stop: CancellationToken::new(),
+        }))
+    }
+
+    /// Starts the supervisor: connects, loads the revocations, and keeps at it.
+    pub(crate) fn start(self: &Arc<Self>) {
+        tokio::spawn(supervisor::run(self.clone()));
+    }
+
+    pub(crate) fn instance(&self) -> &str {
+        &self.config.instance
+    }
+
+    /// `/readyz`: the fleet's revocations are loaded (or, with `local`, the first attempt is
+    /// over); with `refuse`, Redis also answers now.
+    pub(crate) fn not_ready(&self) -> Option<&'static str> {
+        let up = self.up.load(Ordering::Relaxed);
+        if !self.settled.load(Ordering::Relaxed) {
+            Some("fleet revocations not loaded yet")
+        } else if !up && self.config.on_unavailable == OnUnavailable::Refuse {
+            Some("fleet state (Redis) unavailable")
+        } else {
+            None
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.config.key_prefix)
+    }
+
+    fn channel(&self) -> String {
+        self.key("events")
+    }
+
+    /// One state-change log line and the gauge.
+    fn set_up(&self, up: bool) {
+        self.metrics.set_cluster_up(up);
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            let redis = self.config.redis.display();
+            if up {
+                info!(%redis, instance = %self.config.instance, "fleet state: Redis answers");
+            } else {
+                warn!(%redis, instance = %self.config.instance, "fleet state: Redis unavailable; working on local state");
+            }
+        }
+    }
+
+    /// A call failed: stop using the connection and let the supervisor reconnect.
+    fn trouble(&self, op: &'static str) {
+        self.metrics.cluster_error(op);
+        lock(&self.connection).take();
+        self.set_up(false);
+        self.wake.notify_waiters();
+    }
+
+    /// Runs one Redis call on the current connection, bounded by [`CALL_TIMEOUT`]; `None`
+    /// when there is no connection or the call failed (recorded under `op`).
+    async fn call<T, F>(
+        &self,
+        op: &'static str,
+        call: impl FnOnce(MultiplexedConnection) -> F,
+    ) -> Option<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = lock(&self.connection).clone()?;
+        match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                warn!(op, %error, "fleet state: Redis call failed");
+                self.trouble(op);
+                None
+            }
+            Err(_) => {
+                warn!(op, timeout = ?CALL_TIMEOUT, "fleet state: Redis call timed out");
+                self.trouble(op);
+                None
+            }
+        }
+    }
+
+    /// The fleet's part of admitting a handshake on `route` from `ip` (keyed as per-IP limits
+    /// are) for `sub`: one script call.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        route: &Route,
+        ip: IpAddr,
+        sub: Option<&str>,
+    ) -> Verdict {
+        let limits = &route.limits;
+        let count = limits.handshake_rate_per_ip.count.max(1) as f64;
+        let period = limits.handshake_rate_per_ip.per.as_secs_f64() * 1000.0 / count;
+        let subject = sub.map(|sub| self.key(&format!("subject:{}:{sub}", route.name)));
+        let slot = format!(
+            "{}#{}",
+            self.config.instance,
+            self.next_slot.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut invocation = self.scripts.admit.prepare_invoke();
+        invocation
+            .key(self.key(&format!("rate:{}:{ip}", route.name)))
+            .key(self.key("instances"));
+        if let Some(subject) = &subject {
+            invocation.key(subject);
+        }
+        invocation
+            .arg(period.max(0.001))
+            .arg(limits.handshake_burst_per_ip.max(1))
+            .arg(limits.max_connections_per_subject)
+            .arg(&slot)
+            .arg(&self.config.instance)
+            .arg(ms(self.config.lease))
+            .arg(ms(SUBJECT_HORIZON));
+        let answer: Option<(u8, u64)> = if self.up.load(Ordering::Relaxed) {
+            self.call("admit", |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await
+        } else {
+            None
+        };
+        match answer {
+            Some((1, wait)) => Verdict::RateLimited(Duration::from_millis(wait)),
+            Some((2, _)) => Verdict::SubjectFull,
+            Some(_) => Verdict::Admitted(subject.map(|key| self.hold(slot, key))),
+            None if self.config.on_unavailable == OnUnavailable::Refuse => Verdict::Unavailable,
+            // Admitted on local state; the slot is registered when Redis is back.
+            None => Verdict::Admitted(subject.map(|key| self.hold(slot, key))),
+        }
+    }
+
+    fn hold(self: &Arc<Self>, slot: String, key: String) -> Hold {
+        lock(&self.held).insert(slot.clone(), key);
+        Hold {
+            fleet: self.clone(),
+            slot,
+        }
+    }
+
+    fn release(&self, slot: &str) {
+        if let Some(key) = lock(&self.held).remove(slot) {
+            lock(&self.released).push((key, slot.to_owned()));
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// An operator's revocation, already applied here: tell the fleet (always announced).
+    /// While Redis is away it waits in the local set and is handed over on reconnect.
+    pub(crate) async fn revoked(&self, kind: Kind, value: &str, until: SystemTime) {
+        if !self.push_revocation(kind, value, until, true).await {
+            info!(
+                kind = kind.claim(),
+                "fleet state: revocation kept locally until Redis answers"
+            );
+        }
+    }
+
+    /// Writes one revocation to Redis (and publishes it if new, or if `force`); true when
+    /// Redis took it.
+    async fn push_revocation(
+        &self,
+        kind: Kind,
+        value: &str,
+        until: SystemTime,
+        force: bool,
+    ) -> bool {
+        let event = json!({
+            "from": self.config.instance,
+            "op": "revoke",
+            "kind": kind.claim(),
+            "value": value,
+            "until": millis(until),
+        })
+        .to_string();
+        let mut invocation = self.scripts.revoke.prepare_invoke();
+        invocation
+            .key(self.key("revocations"))
+            .arg(format!("{}:{value}", kind.claim()))
+            .arg(millis(until))
+            .arg(self.channel())
+            .arg(event)
+            .arg(if force { "1" } else { "0" });
+        self.call("revoke", |mut c| async move {
+            invocation.invoke_async::<u8>(&mut c).await
+        })
+        .await
+        .is_some()
+    }
+
+    /// An operator lifted a revocation here: lift it fleet-wide.
+    pub(crate) async fn lifted(&self, kind: Kind, value: &str) {
+        let event = json!({
+            "from": self.config.instance, "op": "lift", "kind": kind.claim(), "value": value,
+        })
+        .to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .zrem(self.key("revocations"), format!("{}:{value}", kind.claim()))
+            .ignore()
+            .publish(self.channel(), event)
+            .ignore();
+        self.call("lift", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await;
+    }
+
+    /// Closes session `id` of another instance with 4003; returns 1 when a live instance
+    /// lists it (and it was told), else 0.
+    pub(crate) async fn kick(&self, instance: &str, id: u64) -> usize {
+        let wanted = format!("{instance}:{id}");
+        let listed = self
+            .sessions()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|s| s.get("id").and_then(Value::as_str) == Some(wanted.as_str()));
+        if !listed {
+            return 0;
+        }
+        let event = json!({
+            "from": self.config.instance, "op": "kick", "instance": instance, "session": id,
+        })
+        .to_string();
+        let channel = self.channel();
+        self.call("kick", |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(event)
+                .query_async::<u64>(&mut c)
+                .await
+        })
+        .await
+        .map_or(0, |_| 1)
+    }
+
+    /// The sessions of every live instance as they published them; `None` while Redis is
+    /// away (the caller lists its own).
+    pub(crate) async fn sessions(&self) -> Option<Vec<Value>> {
+        let invocation = {
+            let mut invocation = self.scripts.sessions.prepare_invoke();
+            invocation
+                .key(self.key("instances"))
+                .arg(self.key("sessions:"));
+            invocation
+        };
+        let listed: Vec<String> = self
+            .call("sessions", |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        Some(
+            listed
+                .iter()
+                .filter_map(|s| serde_json::from_str::<Value>(s).ok())
+                .collect(),
+        )
+    }
+
+    /// Applies one event from the channel.
+    fn apply(&self, payload: &[u8]) {
+        let Ok(event) = serde_json::from_slice::<Value>(payload) else {
+            warn!("fleet state: unreadable event ignored");
+            return;
+        };
+        let text = |key: &str| event.get(key).and_then(Value::as_str);
+        let kind = text("kind").and_then(Kind::from_claim);
+        match (text("op"), kind, text("value")) {
+            (Some("revoke"), Some(kind), Some(value)) => {
+                let until = event.get("until").and_then(Value::as_u64).unwrap_or(0);
+                let until = UNIX_EPOCH + Duration::from_millis(until);
+                let closed = self.registry.mirror(kind, value, until);
+                if closed > 0 {
+                    info!(
+                        kind = kind.claim(),
+                        closed,
+                        from = text("from"),
+                        "fleet revocation closed sessions"
+                    );
+                }
+            }
+            (Some("lift"), Some(kind), Some(value)) => {
+                self.registry.revocations.lift(kind, value);
+            }
+            (Some("kick"), _, _) if text("instance") == Some(self.config.instance.as_str()) => {
+                if let Some(id) = event.get("session").and_then(Value::as_u64) {
+                    self.registry
+                        .sessions
+                        .kick_id(id, crate::registry::Kick::REVOKED);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A clean shutdown: this instance leaves the listing and its slots free at once (a
+    /// killed one's stop counting when its lease ends).
+    pub(crate) async fn leave(&self) {
+        supervisor::flush_released(self).await;
+        let (instances, sessions) = (
+            self.key("instances"),
+            self.key(&format!("sessions:{}", self.config.instance)),
+        );
+        let instance = self.config.instance.clone();
+        let mut pipe = redis::pipe();
+        pipe.zrem(instances, instance)
+            .ignore()
+            .del(sessions)
+            .ignore();
+        self.call("leave", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await;
+        self.stop.cancel();
+    }
+}
