@@ -168,24 +168,28 @@ impl Fleet {
         self.key("events")
     }
 
-    /// One state-change log line and the gauge.
-    fn set_up(&self, up: bool) {
+    /// The gauge, and one log line per change of state (with what failed, going down).
+    fn set_up(&self, up: bool, why: &dyn std::fmt::Display) {
         self.metrics.set_cluster_up(up);
         if self.up.swap(up, Ordering::Relaxed) != up {
-            let redis = self.config.redis.display();
+            let (redis, instance) = (self.config.redis.display(), &self.config.instance);
             if up {
-                info!(%redis, instance = %self.config.instance, "fleet state: Redis answers");
+                info!(%redis, %instance, "fleet state: Redis answers");
             } else {
-                warn!(%redis, instance = %self.config.instance, "fleet state: Redis unavailable; working on local state");
+                let on_unavailable = match self.config.on_unavailable {
+                    OnUnavailable::Local => "admitting on local state",
+                    OnUnavailable::Refuse => "refusing new sessions",
+                };
+                warn!(%redis, %instance, %why, "fleet state: Redis unavailable; {on_unavailable}");
             }
         }
     }
 
     /// A call failed: stop using the connection and let the supervisor reconnect.
-    fn trouble(&self, op: &'static str) {
+    fn trouble(&self, op: &'static str, why: &dyn std::fmt::Display) {
         self.metrics.cluster_error(op);
         lock(&self.connection).take();
-        self.set_up(false);
+        self.set_up(false, &format_args!("{op}: {why}"));
         self.wake.notify_waiters();
     }
 
@@ -203,13 +207,11 @@ impl Fleet {
         match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
-                warn!(op, %error, "fleet state: Redis call failed");
-                self.trouble(op);
+                self.trouble(op, &error);
                 None
             }
             Err(_) => {
-                warn!(op, timeout = ?CALL_TIMEOUT, "fleet state: Redis call timed out");
-                self.trouble(op);
+                self.trouble(op, &"no answer within 250ms");
                 None
             }
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{CALL_TIMEOUT, Fleet, SUBJECT_HORIZON, lock, ms};
 
@@ -23,10 +23,14 @@ pub(super) async fn run(fleet: std::sync::Arc<Fleet>) {
             was_up = connected(&fleet) => was_up,
         };
         lock(&fleet.connection).take();
-        fleet.set_up(false);
-        fleet
+        fleet.set_up(false, &"the connection ended");
+        if !fleet
             .settled
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            // The one line for the state at start (Redis never answered, so no change).
+            warn!(redis = %fleet.config.redis.display(), "fleet state: Redis unavailable at start; retrying");
+        }
         if was_up {
             backoff = FIRST_BACKOFF;
         }
@@ -70,7 +74,7 @@ async fn connected(fleet: &Fleet) -> bool {
     if !sync(fleet).await {
         return false;
     }
-    fleet.set_up(true);
+    fleet.set_up(true, &"");
     fleet
         .settled
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -94,7 +98,7 @@ async fn connected(fleet: &Fleet) -> bool {
             message = messages.next() => match message {
                 Some(message) => fleet.apply(message.get_payload_bytes()),
                 None => {
-                    fleet.trouble("subscribe");
+                    fleet.trouble("subscribe", &"the subscription ended");
                     return true;
                 }
             },
