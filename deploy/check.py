@@ -237,11 +237,18 @@ def dashboard_queries():
     return queries
 
 
-def alert_rules():
+def alert_rules(name="alerts.yaml"):
     rules = []
-    for group in load_yaml_docs(DEPLOY / "prometheus/alerts.yaml")[0]["groups"]:
+    for group in load_yaml_docs(DEPLOY / "prometheus" / name)[0]["groups"]:
         rules += group["rules"]
     return rules
+
+
+def shipped_rules():
+    """The rules of every file prometheus.yml loads (alerts-fleet.yaml's series exist only with
+    a `cluster`, so the demo's scrape is checked against alerts.yaml alone)."""
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    return [rule for name in config["rule_files"] for rule in alert_rules(name)]
 
 
 def grafana_to_promql(expr):
@@ -511,10 +518,13 @@ def wsgate_check(wsgate, work, k8s_routing, token):
     made = run([str(wsgate), "self-signed", "--dir", str(tls)])
     check(made.returncode == 0, f"wsgate self-signed: {made.stderr}")
     sources = [("config.example.yaml", (ROOT / "config.example.yaml").read_text()),
-               ("deploy/compose/wsgate.yaml", (DEPLOY / "compose/wsgate.yaml").read_text())]
+               ("deploy/compose/wsgate.yaml", (DEPLOY / "compose/wsgate.yaml").read_text()),
+               ("deploy/compose/fleet-wsgate.yaml", (DEPLOY / "compose/fleet-wsgate.yaml").read_text())]
     if k8s_routing:
         sources.append(("deploy/kubernetes/configmap.yaml (wsgate.yaml)", k8s_routing))
-    env = dict(os.environ, WSGATE_ADMIN_TOKEN=token or "placeholder-admin-token-0123456789")
+    env = dict(os.environ, WSGATE_ADMIN_TOKEN=token or "placeholder-admin-token-0123456789",
+               # What deploy/compose/fleet.yml gives each instance.
+               WSGATE_PUBLIC="127.0.0.1:8444", WSGATE_ADMIN="0.0.0.0:9091", WSGATE_INSTANCE="a")
     for name, text in sources:
         tls_files = yaml.safe_load(text)["listen"]["tls"]
         # Only the certificate paths change: they name files of the target machine.
@@ -531,6 +541,8 @@ def promtool_static(promtool):
     step("promtool: rules, rule unit tests, Prometheus configuration")
     for argv in (["check", "rules", "deploy/prometheus/alerts.yaml"],
                  ["test", "rules", "deploy/prometheus/alerts.test.yaml"],
+                 ["check", "rules", "deploy/prometheus/alerts-fleet.yaml"],
+                 ["test", "rules", "deploy/prometheus/alerts-fleet.test.yaml"],
                  ["check", "config", "deploy/prometheus/prometheus.yml"]):
         result = run([promtool, *argv], cwd=ROOT)
         if check(result.returncode == 0, f"promtool {' '.join(argv)}:\n{result.stdout}{result.stderr}"):
@@ -660,7 +672,7 @@ def check_prometheus(prometheus, demo, work, logs):
     time.sleep(2)  # two more rule evaluations on data
     _, body, _ = http(f"{base}/api/v1/rules")
     rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
-    check(len(rules) == len(alert_rules()), f"{len(rules)} rules loaded, {len(alert_rules())} shipped")
+    check(len(rules) == len(shipped_rules()), f"{len(rules)} rules loaded, {len(shipped_rules())} shipped")
     for rule in rules:
         check(rule.get("health") == "ok", f"rule {rule['name']}: {rule.get('health')} {rule.get('lastError')}")
     for where, expr in dashboard_queries():
