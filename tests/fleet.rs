@@ -13,7 +13,8 @@ use crate::support::*;
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A proxy named `instance` in the fleet on `redis`, with one route `echo` to `backend`
-/// (`limits` indented under it) and extra `cluster` keys.
+/// (`limits` indented under it) and extra `cluster` keys. The lease is 2s unless they set
+/// one: long enough that a busy test machine never lets a live instance's lease lapse.
 async fn member(
     redis: &str,
     instance: &str,
@@ -21,9 +22,14 @@ async fn member(
     limits: &str,
     cluster_extra: &str,
 ) -> TestProxy {
+    let lease = if cluster_extra.contains("lease:") {
+        ""
+    } else {
+        "  lease: 2s\n"
+    };
     TestProxy::start_full(Setup {
         top_extra: format!(
-            "cluster:\n  redis: {redis}\n  instance: {instance}\n  lease: 1s\n{cluster_extra}"
+            "cluster:\n  redis: {redis}\n  instance: {instance}\n{lease}{cluster_extra}"
         ),
         admin_extra: format!("  token: {ADMIN_TOKEN}\n"),
         routes: format!("{}{limits}", route("echo", "/echo", &backend.url())),
@@ -98,6 +104,15 @@ async fn a_revocation_on_one_instance_closes_and_refuses_on_every_instance() {
     assert!(open(&c, "bob").await.is_ok());
     let metrics = c.metrics().await;
     assert_eq!(sample(&metrics, "wsgate_cluster_up"), 1.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "wsgate_cluster_instances"),
+        3.0,
+        "{metrics}"
+    );
+    // Lifted on one instance, lifted on all.
+    let (code, _) = admin(&c, "DELETE", "/admin/revocations?sub=alice", "").await;
+    assert_eq!(code, 200);
+    eventually(|| async { open(&b, "alice").await.is_ok() }).await;
     for proxy in [a, b, c] {
         proxy.shutdown().await;
     }
