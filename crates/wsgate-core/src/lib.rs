@@ -37,18 +37,24 @@
 //!            messages/        message rules: a bounded JSON check (json.rs), schemas
 //!                             (schema.rs), judged on messages the up pump holds whole
 //!            registry/        live sessions (sessions.rs) and revocations (revocations.rs)
+//!            cluster/         with a `cluster` block only: the fleet's shared state in Redis
+//!                             (one script call per handshake; supervisor.rs keeps the
+//!                             connection, the lease, the listing and the event channel)
 //! ground     config/          the YAML file -> a validated Config (raw, structure, validate/
 //!                             by section, scalars, units, origins)
-//!            tls.rs           the listener's rustls configuration
+//!            tls/             the listener's rustls configuration (mod.rs) and its
+//!                             connections over rustls's unbuffered API (stream.rs)
 //!            metrics.rs       Prometheus families; exposition.rs: their text formats
 //! extras     demo.rs, issuer.rs   `wsgate demo` and its development token issuer
 //! ```
 //!
 //! Each layer imports only the layers below it: the process starts connections, a connection
 //! runs a session, both consult the policy modules, and everything reads the configuration.
-//! Where the next capabilities go: shared (fleet) revocations and caps stand behind
-//! `registry::Revocations` and `ratelimit::Counts`; message rules and in-band token refresh
-//! are steps of the relay's client-to-backend direction (relay/gather.rs holds such messages); WebSockets over HTTP/2 (RFC 8441)
+//! The fleet (`cluster/`) stands beside the registry: it mirrors the fleet's revocations into
+//! `registry::Revocations` (so the handshake's check stays a local look-up) and adds one
+//! Redis call to `admit()` after the local caps. Message rules and in-band token refresh are
+//! steps of the relay's client-to-backend direction (relay/gather.rs holds such messages).
+//! Where the next capabilities go: WebSockets over HTTP/2 (RFC 8441)
 //! is a second way into `connection/` (an extended CONNECT in `handshake.rs`, hyper's HTTP/2
 //! server in `mod.rs`) that hands the same `admit()` and session the request.
 
