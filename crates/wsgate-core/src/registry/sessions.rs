@@ -113,7 +113,7 @@ pub struct Sessions {
     table: Mutex<HashMap<u64, Arc<Session>>>,
     /// Set with a `cluster`: the name that prefixes every id.
     instance: Option<Arc<str>>,
-    /// Bumped by every insert and removal, so a fleet publishes its listing only on change.
+    /// Bumped by every insert, removal and refresh, so a fleet republishes only on change.
     changes: AtomicU64,
 }
 
@@ -126,9 +126,14 @@ impl Sessions {
         }
     }
 
-    /// How many inserts and removals so far.
+    /// How many inserts, removals and token refreshes so far.
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::Relaxed)
+    }
+
+    /// A session's listing changed in place (its token was refreshed).
+    pub(crate) fn touch(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds a session with a fresh id; returns it and the receiving end of its kicks.
