@@ -307,10 +307,17 @@ async fn refuse_mode_answers_503_and_is_not_ready_until_redis_answers() {
     })
     .await;
     assert_eq!(open(&proxy, "alice").await.err(), Some(503));
-    let redis = RedisServer::start_on(port).await;
+    let mut redis = RedisServer::start_on(port).await;
     proxy.wait_ready().await;
-    assert!(open(&proxy, "alice").await.is_ok());
-    drop(redis);
+    let mut live = open(&proxy, "alice").await.expect("admitted with Redis up");
+    // Redis goes away while in use: live sessions go on, new ones get 503, not ready.
+    redis.kill();
+    eventually(|| async { http_get(proxy.admin, "/readyz").await.0 == 503 }).await;
+    assert_eq!(open(&proxy, "bob").await.err(), Some(503));
+    echoes(&mut live).await;
+    redis.restart().await;
+    proxy.wait_ready().await;
+    assert!(open(&proxy, "bob").await.is_ok());
     proxy.shutdown().await;
 }
 
