@@ -218,7 +218,7 @@ async fn sessions_are_listed_and_revoked_across_the_fleet() {
             serde_json::from_str::<Vec<Value>>(&text).unwrap_or_default()
         }
     };
-    // b publishes its listing at its next lease renewal.
+    // b writes its sessions to Redis as they start, off the handshake.
     eventually(|| async { listed(&a).await.len() == 2 }).await;
     let sessions = listed(&a).await;
     let ids: Vec<(&str, &str)> = sessions

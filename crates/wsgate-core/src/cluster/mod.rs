@@ -71,8 +71,6 @@ pub(crate) struct Fleet {
     /// Slots freed but not yet removed from Redis: (subject key, slot).
     released: Mutex<Vec<(String, String)>>,
     next_slot: AtomicU64,
-    /// `Sessions::changes` when the listing was last published.
-    published: AtomicU64,
     pub(crate) stop: CancellationToken,
 }
 
@@ -134,7 +132,6 @@ impl Fleet {
             held: Mutex::default(),
             released: Mutex::default(),
             next_slot: AtomicU64::new(0),
-            published: AtomicU64::new(u64::MAX),
             stop: CancellationToken::new(),
         }))
     }

@@ -1,8 +1,10 @@
 //! The fleet's background task: connect (bounded), subscribe to the event channel, load the
-//! fleet's revocations and hand it ours, re-register our subject slots, then renew the lease
-//! every `lease / 3` and publish the session listing when it changed. Any failure drops the
-//! connection; the next attempt follows a backoff that doubles up to `lease`.
+//! fleet's revocations and hand it ours, re-register our subject slots and write our whole
+//! session listing, then renew the lease every `lease / 3`, free released slots and write the
+//! sessions that started or ended as they do. Any failure drops the connection; the next
+//! attempt follows a backoff that doubles up to `lease`.
 
+use std::collections::HashSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -83,10 +85,14 @@ async fn connected(fleet: &Fleet) -> bool {
     loop {
         // Registered before the checks below, so a wake-up between them is not lost.
         let woken = fleet.wake.notified();
+        let touched = fleet.registry.sessions.changed().notified();
         if lock(&fleet.connection).is_none() {
             return true;
         }
         if !lock(&fleet.released).is_empty() && !flush_released(fleet).await {
+            return true;
+        }
+        if !publish_touched(fleet).await {
             return true;
         }
         tokio::select! {
@@ -103,6 +109,7 @@ async fn connected(fleet: &Fleet) -> bool {
                 }
             },
             () = woken => {}
+            () = touched => {}
         }
     }
 }
@@ -156,10 +163,7 @@ async fn sync(fleet: &Fleet) -> bool {
             return false;
         }
     }
-    fleet
-        .published
-        .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
-    flush_released(fleet).await && renew(fleet).await
+    flush_released(fleet).await && publish_all(fleet).await && renew(fleet).await
 }
 
 /// Removes the slots freed since the last flush; on failure they wait for the next one.
@@ -184,32 +188,77 @@ pub(super) async fn flush_released(fleet: &Fleet) -> bool {
     done
 }
 
-/// Publishes the session listing if it changed, renews the lease, counts live instances.
-async fn renew(fleet: &Fleet) -> bool {
-    use std::sync::atomic::Ordering;
-    let sessions_key = fleet.key(&format!("sessions:{}", fleet.config.instance));
-    let changes = fleet.registry.sessions.changes();
-    if fleet.published.load(Ordering::Relaxed) != changes {
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(&sessions_key).ignore();
-        let sessions = fleet.registry.sessions.list(None, None);
-        if !sessions.is_empty() {
-            let entries: Vec<(String, String)> = sessions
-                .iter()
-                .map(|s| (s.id.to_string(), s.to_json().to_string()))
-                .collect();
-            pipe.hset_multiple(&sessions_key, &entries).ignore();
-        }
-        let published = fleet
-            .call("publish", |mut c| async move {
-                pipe.query_async::<()>(&mut c).await
-            })
-            .await;
-        if published.is_none() {
-            return false;
-        }
-        fleet.published.store(changes, Ordering::Relaxed);
+fn sessions_key(fleet: &Fleet) -> String {
+    fleet.key(&format!("sessions:{}", fleet.config.instance))
+}
+
+/// Writes this instance's whole listing (after a (re)connect: Redis may have lost it).
+async fn publish_all(fleet: &Fleet) -> bool {
+    let key = sessions_key(fleet);
+    let touched = fleet.registry.sessions.take_dirty();
+    let entries: Vec<(String, String)> = fleet
+        .registry
+        .sessions
+        .list(None, None)
+        .iter()
+        .map(|s| (s.id.to_string(), s.to_json().to_string()))
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic().del(&key).ignore();
+    if !entries.is_empty() {
+        pipe.hset_multiple(&key, &entries).ignore();
+        pipe.pexpire(
+            &key,
+            i64::try_from(ms(fleet.config.lease)).unwrap_or(i64::MAX),
+        )
+        .ignore();
     }
+    publish(fleet, pipe, touched).await
+}
+
+/// Writes the sessions that started, ended or refreshed since the last publish: one
+/// pipeline for all of them, however many piled up meanwhile.
+async fn publish_touched(fleet: &Fleet) -> bool {
+    let touched = fleet.registry.sessions.take_dirty();
+    if touched.is_empty() {
+        return true;
+    }
+    let key = sessions_key(fleet);
+    let mut pipe = redis::pipe();
+    for id in &touched {
+        match fleet.registry.sessions.get(*id) {
+            Some(session) => pipe.hset(&key, id, session.to_json().to_string()).ignore(),
+            None => pipe.hdel(&key, id).ignore(),
+        };
+    }
+    pipe.pexpire(
+        &key,
+        i64::try_from(ms(fleet.config.lease)).unwrap_or(i64::MAX),
+    )
+    .ignore();
+    publish(fleet, pipe, touched).await
+}
+
+/// Runs a listing pipeline; on failure the touched ids wait for the next connection's full
+/// publish.
+async fn publish(fleet: &Fleet, pipe: redis::Pipeline, touched: HashSet<u64>) -> bool {
+    let published = fleet
+        .call("publish", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+        .is_some();
+    if !published {
+        for id in touched {
+            fleet.registry.sessions.touch(id);
+        }
+    }
+    published
+}
+
+/// Renews the lease (and the listing's expiry), counts live instances.
+async fn renew(fleet: &Fleet) -> bool {
+    let sessions_key = sessions_key(fleet);
     let mut invocation = fleet.scripts.renew.prepare_invoke();
     invocation
         .key(fleet.key("instances"))

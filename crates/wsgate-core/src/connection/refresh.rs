@@ -67,7 +67,7 @@ async fn check(
     }
     session.replace_principal(principal.clone());
     // The listing shows the token a session runs on (a fleet republishes it on change).
-    shared.registry.sessions.touch();
+    shared.registry.sessions.touch(session.id);
     // A revocation of the new token made since the check above kicked only the sessions that
     // carried it then: look again now that this one does.
     if shared.registry.is_revoked(&principal) {

@@ -6,14 +6,14 @@
 //! receiving end of a `watch` channel: whoever closes it sends a [`Kick`], which the relay's
 //! session sees the next time it is polled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::revocations::Kind;
 use super::{Registry, lock, unix};
@@ -113,8 +113,10 @@ pub struct Sessions {
     table: Mutex<HashMap<u64, Arc<Session>>>,
     /// Set with a `cluster`: the name that prefixes every id.
     instance: Option<Arc<str>>,
-    /// Bumped by every insert, removal and refresh, so a fleet republishes only on change.
-    changes: AtomicU64,
+    /// With a `cluster`: ids inserted, refreshed or removed since the fleet last published
+    /// them, and the wake-up of its publisher. Touched once per session start and end.
+    dirty: Mutex<HashSet<u64>>,
+    changed: Notify,
 }
 
 impl Sessions {
@@ -126,14 +128,28 @@ impl Sessions {
         }
     }
 
-    /// How many inserts, removals and token refreshes so far.
-    pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Relaxed)
+    /// Session `id`'s listing changed (inserted, removed, or its token refreshed): with a
+    /// `cluster`, the fleet's publisher is told.
+    pub(crate) fn touch(&self, id: u64) {
+        if self.instance.is_some() {
+            lock(&self.dirty).insert(id);
+            self.changed.notify_waiters();
+        }
     }
 
-    /// A session's listing changed in place (its token was refreshed).
-    pub(crate) fn touch(&self) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
+    /// The ids touched since the last call.
+    pub(crate) fn take_dirty(&self) -> HashSet<u64> {
+        std::mem::take(&mut *lock(&self.dirty))
+    }
+
+    /// Notified when an id is touched.
+    pub(crate) fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// The live session `id`, if it is.
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<Session>> {
+        lock(&self.table).get(&id).cloned()
     }
 
     /// Adds a session with a fresh id; returns it and the receiving end of its kicks.
@@ -156,13 +172,13 @@ impl Sessions {
             kick,
         });
         lock(&self.table).insert(session.id, session.clone());
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.touch(session.id);
         (session, kicked)
     }
 
     fn remove(&self, id: u64) {
         lock(&self.table).remove(&id);
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.touch(id);
     }
 
     /// Live sessions, optionally only those of `sub` and/or on `route`, oldest first.
