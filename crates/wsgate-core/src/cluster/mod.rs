@@ -35,6 +35,8 @@ use crate::registry::Registry;
 /// Every Redis call is bounded by this: a Redis that stops answering delays a handshake by
 /// at most this much once, then the instance works without it until it answers again.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// The bound on the supervisor's bulk calls (see [`Fleet::call_within`]).
+const BULK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A subject's slot hash outlives its last acquire by this (its dead slots are pruned by the
 /// next acquire; this bounds what a subject never seen again leaves behind).
 const SUBJECT_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -201,15 +203,30 @@ impl Fleet {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
+        self.call_within(op, CALL_TIMEOUT, call).await
+    }
+
+    /// [`Fleet::call`] with another bound: the supervisor's bulk writes (a whole listing, every
+    /// held slot after a reconnect) may take longer than one handshake's script, and no
+    /// handshake waits on them.
+    async fn call_within<T, F>(
+        &self,
+        op: &'static str,
+        bound: Duration,
+        call: impl FnOnce(MultiplexedConnection) -> F,
+    ) -> Option<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let connection = lock(&self.connection).clone()?;
-        match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
+        match tokio::time::timeout(bound, call(connection)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
                 self.trouble(op, &error);
                 None
             }
             Err(_) => {
-                self.trouble(op, &"no answer within 250ms");
+                self.trouble(op, &format_args!("no answer within {bound:?}"));
                 None
             }
         }

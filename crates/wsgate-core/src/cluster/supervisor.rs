@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use redis::AsyncConnectionConfig;
 use tracing::{debug, warn};
 
-use super::{CALL_TIMEOUT, Fleet, SUBJECT_HORIZON, lock, ms};
+use super::{BULK_TIMEOUT, Fleet, SUBJECT_HORIZON, lock, ms};
 
 /// A connection (TCP, TLS, the Redis hello) must be set up within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,7 +48,8 @@ pub(super) async fn run(fleet: std::sync::Arc<Fleet>) {
 async fn connected(fleet: &Fleet) -> bool {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(CALL_TIMEOUT));
+        // Each call has its own bound (`Fleet::call`); this one only catches what they miss.
+        .set_response_timeout(Some(BULK_TIMEOUT));
     let connecting = async {
         let connection = fleet
             .client
@@ -121,7 +122,7 @@ async fn sync(fleet: &Fleet) -> bool {
     let mut invocation = fleet.scripts.revocations.prepare_invoke();
     invocation.key(fleet.key("revocations"));
     let Some(known) = fleet
-        .call("load", |mut c| async move {
+        .call_within("load", BULK_TIMEOUT, |mut c| async move {
             invocation.invoke_async::<Vec<(String, f64)>>(&mut c).await
         })
         .await
@@ -155,7 +156,7 @@ async fn sync(fleet: &Fleet) -> bool {
                 .ignore();
         }
         let registered = fleet
-            .call("sync", |mut c| async move {
+            .call_within("sync", BULK_TIMEOUT, |mut c| async move {
                 pipe.query_async::<()>(&mut c).await
             })
             .await;
@@ -177,7 +178,7 @@ pub(super) async fn flush_released(fleet: &Fleet) -> bool {
         pipe.hdel(key, slot).ignore();
     }
     let done = fleet
-        .call("release", |mut c| async move {
+        .call_within("release", BULK_TIMEOUT, |mut c| async move {
             pipe.query_async::<()>(&mut c).await
         })
         .await
@@ -243,7 +244,7 @@ async fn publish_touched(fleet: &Fleet) -> bool {
 /// publish.
 async fn publish(fleet: &Fleet, pipe: redis::Pipeline, touched: HashSet<u64>) -> bool {
     let published = fleet
-        .call("publish", |mut c| async move {
+        .call_within("publish", BULK_TIMEOUT, |mut c| async move {
             pipe.query_async::<()>(&mut c).await
         })
         .await

@@ -34,6 +34,8 @@ use crate::state::{self, Current, State};
 const MAX_REFUSING: usize = 64;
 /// Pause after a failed accept (such as EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest a stopping server waits to leave the fleet.
+const FLEET_GOODBYE: Duration = Duration::from_secs(1);
 /// How often per-IP limiter state is pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -247,8 +249,14 @@ impl Server {
                 "shutdown grace ran out; closing the rest"
             );
         }
-        if let Some(fleet) = &shared.fleet {
-            fleet.leave().await;
+        // Saying goodbye to the fleet is a courtesy: a Redis that hangs must not hold the exit
+        // (the lease ends the instance's count anyway).
+        if let Some(fleet) = &shared.fleet
+            && tokio::time::timeout(FLEET_GOODBYE, fleet.leave())
+                .await
+                .is_err()
+        {
+            warn!("fleet state: Redis did not take the goodbye in time; the lease will end it");
         }
         admin_task.abort();
     }
