@@ -112,7 +112,7 @@ impl Fleet {
             invocation
         };
         let listed: Vec<String> = self
-            .call("sessions", |mut c| async move {
+            .call_within("sessions", super::BULK_TIMEOUT, |mut c| async move {
                 invocation.invoke_async(&mut c).await
             })
             .await?;
