@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use wsgate_core::Config;
-use wsgate_core::config::{Error, HostMatch};
-use wsgate_core::messages::{Binary, OnInvalid, Rejection, Text};
 use wsgate_core::config::{Error, HostMatch, OnUnavailable};
+use wsgate_core::messages::{Binary, OnInvalid, Rejection, Text};
 
 use crate::support::Pki;
 
@@ -647,6 +646,9 @@ fn bad_message_rules_name_their_path_and_line() {
         found.contains("is not a valid JSON Schema (draft 2020-12)"),
         "{found}"
     );
+}
+
+#[test]
 fn cluster_is_absent_by_default_and_fills_its_defaults() {
     let pki = Pki::new();
     let config = Config::parse(&valid(&pki), pki.dir.path(), &|_| None).expect("valid");
