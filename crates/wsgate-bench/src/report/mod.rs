@@ -20,6 +20,7 @@ pub fn render(records: &[Record], checks: &[check::Report]) -> String {
     table.results(&mut out);
     table.checks(&mut out);
     table.targets(&mut out);
+    table.scale_targets(&mut out);
     out
 }
 
