@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# wsgate against direct ws://, HAProxy (+ JWT verification) and nginx, on this machine, in one
-# run: the same certificate, the same echo backend, the same client. Every target first passes
-# (or is marked as failing) the 11 upgrade checks; then each scenario runs for every target,
-# RUNS times, interleaved; BENCHMARKS.md gets the medians and ratios.
+# wsgate (alone, and as wsgate-fleet with a cluster on a local redis-server) against direct
+# ws://, HAProxy (+ JWT verification) and nginx, on this machine, in one run: the same
+# certificate, the same echo backend, the same client. Every target first passes (or is marked
+# as failing) the 11 upgrade checks; then each scenario runs for every target, RUNS times,
+# interleaved; BENCHMARKS.md gets the medians and ratios.
 #
 #   crates/wsgate-bench/compare.sh            # full comparison (~15 minutes on 2 cores)
 #   crates/wsgate-bench/compare.sh --quick    # ~2 minutes, for trying the harness
 #
 # Options: --runs N, --duration 5s, --warmup 2s, --idle 5000,9000, --settle 2s,
-# --targets direct,wsgate,haproxy,nginx, --out FILE, --no-build.
-# Installs haproxy and nginx from Debian when missing (needs root). Loopback only.
+# --targets direct,wsgate,wsgate-fleet,haproxy,nginx, --out FILE, --no-build.
+# Installs haproxy, nginx and redis-server from Debian when missing (needs root). Loopback only.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -18,7 +19,7 @@ DURATION=5s
 WARMUP=2s
 IDLE=5000,9000
 SETTLE=2s
-TARGETS=direct,wsgate,haproxy,nginx
+TARGETS=direct,wsgate,wsgate-fleet,haproxy,nginx
 OUT=$ROOT/BENCHMARKS.md
 BUILD=1
 ARGS="$*"
@@ -56,12 +57,17 @@ install_peers() {
     command -v haproxy >/dev/null || missing+=(haproxy)
     command -v nginx >/dev/null || missing+=(nginx)
     command -v curl >/dev/null || missing+=(curl)
+    if fleet_wanted; then
+        command -v redis-server >/dev/null || missing+=(redis-server)
+    fi
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]} from Debian"
     [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+fleet_wanted() { [[ ,$TARGETS, == *,wsgate-fleet,* ]]; }
 
 # Runs the bench binary, appends its JSON to FILE, and records the command of the first run.
 bench() {
@@ -90,6 +96,13 @@ start_target() {
         wait_ready "$STARTED" || die "wsgate did not become ready (see $WORK/logs/wsgate.log)"
         URL=$URL:$WSGATE_PORT/echo
         LABEL=$WSGATE_LABEL
+        ;;
+    wsgate-fleet)
+        # The same wsgate with a cluster block: Redis (started once by main) is the fleet's.
+        start wsgate-fleet "$WSGATE" run --config "$WORK/wsgate-fleet.yaml"
+        wait_ready "$STARTED" || die "wsgate-fleet did not become ready (see $WORK/logs/wsgate-fleet.log)"
+        URL=$URL:$WSGATE_PORT/echo
+        LABEL=wsgate-fleet
         ;;
     haproxy)
         start haproxy haproxy -db -f "$WORK/haproxy.cfg"
@@ -157,6 +170,9 @@ machine() {
     echo "- load average when the run started: $LOAD"
     echo "- $(haproxy -v 2>&1 | head -1)"
     echo "- $(nginx -v 2>&1 | head -1)"
+    if fleet_wanted; then
+        echo "- $(redis-server --version 2>&1 | head -1) (wsgate-fleet's Redis, no persistence)"
+    fi
     echo "- $(rustc --version 2>/dev/null || echo 'rustc: not found'); $("$WSGATE" --version)"
     echo "- OpenSSL (HAProxy, nginx): $(openssl version 2>/dev/null || echo unknown); wsgate and the client: rustls with aws-lc-rs"
     echo "- commit: $COMMIT"
@@ -186,6 +202,7 @@ write_report() {
             case $target in
             direct) echo "- **direct**: the client straight to the backend over ws:// (no TLS, no proxy): the upper bound." ;;
             wsgate) echo "- **$WSGATE_LABEL**: \`wsgate run\` with \`$WSGATE_LEVEL\` configuration ($(wsgate_level_text)). Its defaults include \`listen.busy_poll: 50us\`: with fewer sessions than worker threads (the x 1 scenarios) a session polls that long after moving data before its thread sleeps, which the x 1 rows' proxy CPU includes (HAProxy's \`busy-polling\` is off here, its default; nginx has no such setting)." ;;
+            wsgate-fleet) echo "- **wsgate-fleet**: the same \`wsgate run\` configuration plus a \`cluster\` block (\`redis: redis://127.0.0.1:$REDIS_PORT/0\`, \`instance: bench\`) on a local \`redis-server\` without persistence (issue 15): per-subject caps and per-IP handshake rates are counted in Redis, one Lua script call per handshake; the relay does not touch Redis. The \`wsgate-fleet ÷ wsgate\` column is the cost of the cluster." ;;
             haproxy) echo "- **haproxy**: TLS termination, Origin check, \`jwt_verify\` RS256 against the bare public key, \`iss\`, \`aud\` and \`exp\` checks, 401/403 otherwise; the token is removed before the backend." ;;
             nginx) echo "- **nginx**: TLS termination; checks only that the Origin is allowed and that an \`Authorization: Bearer\` header is present (nginx cannot verify a JWT: it fails the signature checks by design)." ;;
             esac
@@ -202,12 +219,15 @@ write_report() {
         echo "wsgate-bench backend --listen 127.0.0.1:$BACKEND_PORT"
         echo "wsgate-bench jwks-serve --file keys/jwks.json --listen 127.0.0.1:$JWKS_PORT"
         echo "wsgate run --config wsgate.yaml"
+        fleet_wanted && echo "redis-server --port $REDIS_PORT --save '' --appendonly no --daemonize no; wsgate run --config wsgate-fleet.yaml"
         echo "haproxy -db -f haproxy.cfg"
         echo "nginx -c nginx/nginx.conf -p nginx/ -g 'daemon off;'"
         echo '```'
         echo
         local file
-        for file in wsgate.yaml haproxy.cfg nginx/nginx.conf; do
+        local files=(wsgate.yaml)
+        fleet_wanted && files+=(wsgate-fleet.yaml)
+        for file in "${files[@]}" haproxy.cfg nginx/nginx.conf; do
             echo "<details><summary>$file</summary>"
             echo
             echo '```'
@@ -244,6 +264,7 @@ main() {
         (cd "$ROOT" && cargo build --release --quiet -p wsgate -p wsgate-bench)
     fi
     check_ports "$BACKEND_PORT" "$JWKS_PORT" "$WSGATE_PORT" "$ADMIN_PORT" "$HAPROXY_PORT" "$NGINX_PORT"
+    fleet_wanted && check_ports "$REDIS_PORT"
     rm -rf "$WORK"
     mkdir -p "$WORK/logs" "$WORK/nginx"
     : >"$RESULTS"
@@ -255,6 +276,14 @@ main() {
     nginx_config >"$WORK/nginx/nginx.conf"
     haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy refused its configuration"
     nginx -t -q -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" || die "nginx refused its configuration"
+    if fleet_wanted; then
+        wsgate_fleet_config >"$WORK/wsgate-fleet.yaml"
+        "$WSGATE" check --config "$WORK/wsgate-fleet.yaml" >"$WORK/logs/wsgate-check-fleet.log" 2>&1 ||
+            die "wsgate refused the cluster configuration (see $WORK/logs/wsgate-check-fleet.log)"
+        # One Redis for the whole run (stopped with the other helpers at exit).
+        start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no
+        wait_port "$REDIS_PORT" "$STARTED" || die "redis-server did not start (see $WORK/logs/redis.log)"
+    fi
 
     local target
     for RUN in $(seq "$RUNS"); do

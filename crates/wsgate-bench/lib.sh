@@ -12,6 +12,7 @@ JWKS_PORT=$((PORT_BASE + 2))
 WSGATE_PORT=$((PORT_BASE + 43))
 HAPROXY_PORT=$((PORT_BASE + 44))
 NGINX_PORT=$((PORT_BASE + 45))
+REDIS_PORT=$((PORT_BASE + 46))
 ADMIN_PORT=$((PORT_BASE + 90))
 
 ORIGIN=https://app.bench.example
@@ -209,6 +210,17 @@ choose_wsgate_config() {
     done
     cat "$WORK/logs/wsgate-check-basic.log" >&2
     die "wsgate refused even the basic configuration"
+}
+
+# wsgate.yaml plus a cluster block on the local redis-server (target wsgate-fleet): the same
+# routes and limits, with per-subject caps and per-IP handshake rates counted in Redis.
+wsgate_fleet_config() {
+    cat "$WORK/wsgate.yaml"
+    cat <<EOF
+cluster:
+  redis: redis://127.0.0.1:$REDIS_PORT/0
+  instance: bench
+EOF
 }
 
 haproxy_config() {

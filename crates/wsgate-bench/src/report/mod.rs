@@ -11,6 +11,10 @@ use crate::record::Record;
 mod checks;
 mod thresholds;
 
+/// compare.sh's wsgate with a `cluster` block (issue 15): a column of its own and its ratio to
+/// wsgate, never the subject of the other ratios or thresholds.
+const FLEET: &str = "wsgate-fleet";
+
 /// (scenario, metric, label) -> the values of every run.
 type Values = HashMap<(String, String, String), Vec<f64>>;
 
@@ -81,8 +85,12 @@ impl<'a> Table<'a> {
     fn subject(&self) -> Option<&str> {
         self.labels
             .iter()
-            .find(|l| l.starts_with("wsgate"))
+            .find(|l| l.starts_with("wsgate") && *l != FLEET)
             .map(String::as_str)
+    }
+
+    fn fleet(&self) -> Option<&str> {
+        self.labels.iter().find(|l| *l == FLEET).map(String::as_str)
     }
 
     fn find(&self, prefix: &str) -> Option<&str> {
@@ -125,8 +133,10 @@ impl<'a> Table<'a> {
         let others: Vec<&String> = self
             .labels
             .iter()
-            .filter(|l| Some(l.as_str()) != subject)
+            .filter(|l| Some(l.as_str()) != subject && *l != FLEET)
             .collect();
+        // wsgate-fleet ÷ wsgate: what the cluster costs.
+        let fleet = subject.and(self.fleet());
         let runs = match self.runs {
             1 => "1 run".to_owned(),
             n => format!("median of {n} runs"),
@@ -145,6 +155,10 @@ impl<'a> Table<'a> {
                 let _ = write!(head, " {short} ÷ {other} |");
                 rule.push_str("---:|");
             }
+        }
+        if let (Some(fleet), Some(short)) = (fleet, short) {
+            let _ = write!(head, " {fleet} ÷ {short} |");
+            rule.push_str("---:|");
         }
         let _ = writeln!(out, "{head}\n{rule}");
         let mut last_scenario = "";
@@ -169,6 +183,10 @@ impl<'a> Table<'a> {
                     let theirs = self.median(scenario, metric, other);
                     let _ = write!(line, " {} |", ratio(mine, theirs));
                 }
+                if let Some(fleet) = fleet {
+                    let theirs = self.median(scenario, metric, fleet);
+                    let _ = write!(line, " {} |", ratio(theirs, mine));
+                }
             }
             let _ = writeln!(out, "{line}");
         }
@@ -178,6 +196,14 @@ impl<'a> Table<'a> {
              CPU and memory, above 1 is better for rates.",
             subject.unwrap_or("wsgate")
         );
+        if let (Some(fleet), Some(subject)) = (fleet, subject) {
+            let _ = writeln!(
+                out,
+                "\n{fleet} is {subject} with a `cluster` on a local Redis; `{fleet} ÷ {subject}` is \
+                 what the cluster costs (issue 15: a handshake at most one Redis round trip more, \
+                 relay figures unchanged). Ratios to the other targets are {subject}'s."
+            );
+        }
         self.footnotes(out);
     }
 
@@ -289,6 +315,30 @@ mod tests {
         assert!(text.contains("| 11.0 | 20.0 | 0.55x |"), "{text}");
         assert!(
             text.contains("0.55x | <= 1.2x: met | <= 0.8x: met"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn fleet_has_its_own_ratio_to_wsgate() {
+        let records = [
+            record("wsgate", 1, 10.0),
+            record("wsgate-fleet", 1, 12.0),
+            record("haproxy", 1, 20.0),
+        ];
+        let text = render(&records, &[]);
+        assert!(
+            text.contains(
+                "| wsgate | wsgate-fleet | haproxy | wsgate ÷ haproxy | wsgate-fleet ÷ wsgate |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 10.0 | 12.0 | 20.0 | 0.50x | 1.20x |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("CPU per round trip vs HAProxy | 0.50x"),
             "{text}"
         );
     }

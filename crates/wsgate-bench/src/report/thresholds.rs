@@ -90,7 +90,7 @@ impl Table<'_> {
         let peers: Vec<&String> = self
             .labels
             .iter()
-            .filter(|l| *l != subject && !l.starts_with("direct"))
+            .filter(|l| *l != subject && *l != super::FLEET && !l.starts_with("direct"))
             .collect();
         for (scenario, _) in self.rows.iter().filter(|(_, m)| m == name::ROUND_TRIPS) {
             let mine = self.median(scenario, name::ROUND_TRIPS, subject);
