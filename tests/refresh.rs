@@ -68,6 +68,18 @@ async fn echoes(ws: &mut Client, text: &str) {
     assert_eq!(next(ws).await, Message::text(text));
 }
 
+/// `POST /admin/revoke` with `body`: the status and the answer.
+async fn revoke(proxy: &TestProxy, body: &str) -> (u16, String) {
+    admin_call(
+        proxy.admin,
+        "POST",
+        "/admin/revoke",
+        Some(ADMIN_TOKEN),
+        body,
+    )
+    .await
+}
+
 async fn sessions(proxy: &TestProxy) -> Value {
     let (code, text) =
         admin_call(proxy.admin, "GET", "/admin/sessions", Some(ADMIN_TOKEN), "").await;
@@ -144,14 +156,7 @@ async fn each_refused_refresh_gets_its_reason_and_the_old_expiry_stands() {
     let backend = EchoBackend::start(&[]).await;
     let scoped = "      require_claims:\n        scope: chat:read\n      max_token_lifetime: 2h\n";
     let proxy = start(refreshing("chat", "/chat", &backend.url(), scoped)).await;
-    let (code, _) = admin_call(
-        proxy.admin,
-        "POST",
-        "/admin/revoke",
-        Some(ADMIN_TOKEN),
-        r#"{"jti": "stolen"}"#,
-    )
-    .await;
+    let (code, _) = revoke(&proxy, r#"{"jti": "stolen"}"#).await;
     assert_eq!(code, 200);
     let mut ws = open(&proxy, "/chat", &token("alice", "old", 3)).await;
     let mut unscoped = claims("alice");
@@ -207,24 +212,10 @@ async fn revoking_the_new_jti_closes_the_refreshed_session() {
     let answer = refresh(&mut ws, &token("alice", "second", 3600)).await;
     assert!(answer.starts_with("wsgate.refresh:ok "), "{answer}");
     // The old jti no longer speaks for the session.
-    let (code, text) = admin_call(
-        proxy.admin,
-        "POST",
-        "/admin/revoke",
-        Some(ADMIN_TOKEN),
-        r#"{"jti": "first"}"#,
-    )
-    .await;
+    let (code, text) = revoke(&proxy, r#"{"jti": "first"}"#).await;
     assert_eq!(code, 200, "{text}");
     echoes(&mut ws, "still mine").await;
-    let (code, text) = admin_call(
-        proxy.admin,
-        "POST",
-        "/admin/revoke",
-        Some(ADMIN_TOKEN),
-        r#"{"jti": "second"}"#,
-    )
-    .await;
+    let (code, text) = revoke(&proxy, r#"{"jti": "second"}"#).await;
     assert_eq!(code, 200, "{text}");
     let answer: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(answer["closed"], 1, "{text}");

@@ -125,11 +125,27 @@ providers:
     algorithms: [RS256]
 EOF
     fi
+    echo "routes:"
+    echo_route "$level" echo /echo
+    if [[ ${WSGATE_RULES:-0} == 1 && $level == full ]]; then
+        # The same route once more with message rules (issue 16): JSON text, a small schema.
+        cp "$ROOT/examples/schemas/chat.json" "$WORK/chat-schema.json"
+        echo_route "$level" echo-json /echo-json
+        cat <<EOF
+    messages:
+      text: json
+      schema: $WORK/chat-schema.json
+EOF
+    fi
+}
+
+# One route NAME on PATH to the echo backend, at LEVEL (see wsgate_config).
+echo_route() {
+    local level=$1 name=$2 path=$3
     cat <<EOF
-routes:
-  - name: echo
+  - name: $name
     match:
-      path: /echo
+      path: $path
     backend: ws://127.0.0.1:$BACKEND_PORT/
 EOF
     if [[ $level != basic ]]; then
@@ -155,32 +171,6 @@ EOF
 EOF
     fi
     echo "      max_message_size: 1MiB"
-    if [[ ${WSGATE_RULES:-0} == 1 && $level == full ]]; then
-        # The same route once more with message rules (issue 16): JSON text, a small schema.
-        cp "$ROOT/examples/schemas/chat.json" "$WORK/chat-schema.json"
-        cat <<EOF
-  - name: echo-json
-    match:
-      path: /echo-json
-    backend: ws://127.0.0.1:$BACKEND_PORT/
-    auth:
-      provider: bench
-      token_from: [header]
-    origins:
-      allow: [$ORIGIN]
-      allow_missing: false
-    limits:
-      handshake_rate_per_ip: 1000000/s
-      handshake_burst_per_ip: 1000000
-      max_connections_per_subject: 100000
-      message_rate: 1000000/s
-      message_burst: 1000000
-      max_message_size: 1MiB
-    messages:
-      text: json
-      schema: $WORK/chat-schema.json
-EOF
-    fi
 }
 
 # Writes $WORK/wsgate.yaml with the most complete level this wsgate accepts; sets

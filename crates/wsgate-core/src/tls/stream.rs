@@ -143,14 +143,32 @@ pub struct Stream {
     server_name: Option<Arc<str>>,
 }
 
-/// Where processing stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    /// The handshake needs more bytes from the socket.
-    Read,
-    /// Everything received is processed: the connection carries application data (or is
-    /// closed).
-    Ready,
+/// The buffer size rustls asks for when encrypting did not fit.
+fn encrypt_needs(error: &EncryptError) -> Option<usize> {
+    match error {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    }
+}
+
+/// The buffer size rustls asks for when encoding did not fit.
+fn encode_needs(error: &EncodeError) -> Option<usize> {
+    match error {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    }
+}
+
+/// A socket read that found nothing now (or was interrupted): try again later.
+fn nothing_yet(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 fn invalid(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -195,15 +213,10 @@ impl Stream {
         self.server_name.as_deref()
     }
 
-    /// The socket under the TLS session.
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
     /// Processes what was received; encrypts `write` and, with `close`, queues close_notify
     /// (once the connection carries data). Leaves decrypted data in `plain` and bytes for the
     /// socket in `outgoing`.
-    fn process(&mut self, write: Option<&[u8]>, close: bool) -> io::Result<Next> {
+    fn process(&mut self, write: Option<&[u8]>, close: bool) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -216,7 +229,7 @@ impl Stream {
         processed
     }
 
-    fn process_records(&mut self, mut write: Option<&[u8]>, close: bool) -> io::Result<Next> {
+    fn process_records(&mut self, mut write: Option<&[u8]>, close: bool) -> io::Result<()> {
         loop {
             let Stream {
                 conn,
@@ -230,7 +243,8 @@ impl Stream {
             } = self;
             let status = conn.process_tls_records(&mut incoming[..*received]);
             let mut discard = status.discard;
-            let next = match status.state {
+            // Stopped: everything received is processed (or the handshake needs more).
+            let stopped = match status.state {
                 Err(error) => {
                     drop_front(incoming, received, discard);
                     // An alert for the client may be queued: it goes out with the next send.
@@ -243,36 +257,26 @@ impl Stream {
                         discard += record.discard;
                         plain.extend_from_slice(record.payload);
                     }
-                    None
+                    false
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    fill_end(
-                        outgoing,
-                        MAX_RECORD,
-                        |out| encode.encode(out),
-                        |error| match error {
-                            EncodeError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            }) => Some(*required_size),
-                            _ => None,
-                        },
-                    )
-                    .map_err(invalid)?;
-                    None
+                    fill_end(outgoing, MAX_RECORD, |out| encode.encode(out), encode_needs)
+                        .map_err(invalid)?;
+                    false
                 }
                 // What was encoded waits in `outgoing`, ahead of anything later.
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     transmit.done();
-                    None
+                    false
                 }
-                Ok(ConnectionState::BlockedHandshake) => Some(Next::Read),
+                Ok(ConnectionState::BlockedHandshake) => true,
                 Ok(ConnectionState::PeerClosed) => {
                     *peer_closed = true;
-                    None
+                    false
                 }
                 Ok(ConnectionState::Closed) => {
                     *peer_closed = true;
-                    Some(Next::Ready)
+                    true
                 }
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     if let Some(data) = write.take() {
@@ -281,12 +285,7 @@ impl Stream {
                             outgoing,
                             data.len() + records * RECORD_OVERHEAD,
                             |out| traffic.encrypt(data, out),
-                            |error| match error {
-                                EncryptError::InsufficientSize(InsufficientSizeError {
-                                    required_size,
-                                }) => Some(*required_size),
-                                _ => None,
-                            },
+                            encrypt_needs,
                         )
                         .map_err(invalid)?;
                     }
@@ -295,17 +294,12 @@ impl Stream {
                             outgoing,
                             64,
                             |out| traffic.queue_close_notify(out),
-                            |error| match error {
-                                EncryptError::InsufficientSize(InsufficientSizeError {
-                                    required_size,
-                                }) => Some(*required_size),
-                                _ => None,
-                            },
+                            encrypt_needs,
                         )
                         .map_err(invalid)?;
                         *close_queued = true;
                     }
-                    Some(Next::Ready)
+                    true
                 }
                 Ok(_) => {
                     // Early data is never enabled; any other state is not one this server
@@ -317,8 +311,8 @@ impl Stream {
                 }
             };
             drop_front(&mut self.incoming, &mut self.received, discard);
-            if let Some(next) = next {
-                return Ok(next);
+            if stopped {
+                return Ok(());
             }
         }
     }
@@ -396,11 +390,7 @@ impl Stream {
                 self.release_incoming();
                 Some(Ok(n))
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                self.release_incoming();
-                None
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+            Err(error) if nothing_yet(&error) => {
                 self.release_incoming();
                 None
             }
@@ -449,14 +439,7 @@ impl Stream {
             }
             Ok(n) => self.received += n,
             // Nothing yet: the buffer stays while the session spins, and goes when it waits.
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return None;
-            }
+            Err(error) if nothing_yet(&error) => return None,
             Err(error) => return Some(Err(error)),
         }
         if let Err(error) = self.process(None, false) {
