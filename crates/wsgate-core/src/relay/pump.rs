@@ -19,27 +19,43 @@ use crate::messages::{self, OnInvalid, Rejection};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
 
-/// Each direction's buffer inside the task: any header or control frame, and small messages.
+/// A direction's buffer while a read is small: any header or control frame, and small messages.
 const SMALL: usize = 512;
 /// The buffer a direction moves to when a read fills the small one, until it runs dry.
 const LARGE: usize = 16 * 1024;
 
-/// A direction's bytes: a small buffer inside the task, a large one while data streams.
-struct Buffer {
-    small: [u8; SMALL],
-    large: Option<Box<[u8]>>,
-}
+/// A direction's bytes, on the heap only while there are any: an idle session holds no
+/// buffer at all (most of a gateway's sessions are idle most of the time). Empty, small
+/// (`SMALL`) or large (`LARGE`, or an early read's length when longer).
+#[derive(Default)]
+struct Buffer(Box<[u8]>);
 
 impl Buffer {
     fn bytes(&self) -> &[u8] {
-        self.large.as_deref().unwrap_or(&self.small)
+        &self.0
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        match &mut self.large {
-            Some(large) => large,
-            None => &mut self.small,
+        &mut self.0
+    }
+
+    /// Holds `len` bytes at least, keeping the first `keep`.
+    fn reserve(&mut self, len: usize, keep: usize) {
+        if self.0.len() < len {
+            let mut grown = vec![0; len].into_boxed_slice();
+            grown[..keep].copy_from_slice(&self.0[..keep]);
+            self.0 = grown;
         }
+    }
+
+    /// The small buffer is full: the next read goes to a large one.
+    fn small_full(&self, tail: usize) -> bool {
+        self.0.len() == SMALL && tail == SMALL
+    }
+
+    /// Nothing is in it: it goes back to the allocator.
+    fn release(&mut self) {
+        self.0 = Box::default();
     }
 }
 
@@ -102,14 +118,16 @@ pub(super) struct Pump {
 
 impl Pump {
     pub(super) fn new(rules: Rules, early: &[u8], to_backend: bool) -> Pump {
-        let mut buf = Buffer {
-            small: [0; SMALL],
-            large: None,
-        };
-        if early.len() > SMALL {
-            buf.large = Some(vec![0; early.len().max(LARGE)].into_boxed_slice());
+        let mut buf = Buffer::default();
+        if !early.is_empty() {
+            let len = if early.len() > SMALL {
+                early.len().max(LARGE)
+            } else {
+                SMALL
+            };
+            buf.reserve(len, 0);
+            buf.bytes_mut()[..early.len()].copy_from_slice(early);
         }
-        buf.bytes_mut()[..early.len()].copy_from_slice(early);
         Pump {
             buf,
             head: 0,
@@ -310,10 +328,10 @@ impl Pump {
                 self.buf.bytes_mut().copy_within(head..tail, 0);
                 (self.head, self.tail, self.out) = (0, tail - head, 0);
             }
-            if self.buf.large.is_none() && self.tail == SMALL {
-                let mut large = vec![0; LARGE].into_boxed_slice();
-                large[..SMALL].copy_from_slice(&self.buf.small);
-                self.buf.large = Some(large);
+            if self.buf.small_full(self.tail) {
+                self.buf.reserve(LARGE, SMALL);
+            } else {
+                self.buf.reserve(SMALL, self.tail);
             }
             let tail = self.tail;
             let mut room = ReadBuf::new(&mut self.buf.bytes_mut()[tail..]);
@@ -327,7 +345,7 @@ impl Pump {
             match read {
                 Poll::Ready(Ok(())) if !room.filled().is_empty() => {
                     self.tail += room.filled().len();
-                    self.fill = self.buf.large.is_none() && self.tail == SMALL;
+                    self.fill = self.buf.small_full(self.tail);
                 }
                 Poll::Ready(_) => {
                     // End of stream or a read error: the source is gone, and a frame it was
@@ -343,8 +361,8 @@ impl Pump {
                 Poll::Pending if self.fill => self.fill = false,
                 Poll::Pending => {
                     if self.head == self.tail {
-                        // Running dry: the large buffer goes back.
-                        self.buf.large = None;
+                        // Running dry: the buffer goes back.
+                        self.buf.release();
                         (self.head, self.tail, self.out) = (0, 0, 0);
                     }
                     return self.idle(cx, dst);
