@@ -20,6 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::header::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Auth;
@@ -84,8 +85,52 @@ pub struct Principal {
     pub jti: Option<String>,
     /// `exp`, seconds since the epoch.
     pub exp: u64,
-    pub claims: Map<String, Value>,
+    /// `iat`, when the token carries a whole number of seconds.
+    pub iat: Option<u64>,
+    /// Every claim, as signed.
+    pub claims: Claims,
     pub(crate) kid: Option<String>,
+}
+
+/// A verified token's claims as the compact JSON text that was signed. A session keeps its
+/// token for life (reloads check `require_claims` again), and most sessions are idle: the
+/// text costs its length, a map of the same claims several times that. Read into a map only
+/// where a route's `require_claims` or `forward_claims` asks.
+#[derive(Debug, Default)]
+pub struct Claims(Box<str>);
+
+impl Claims {
+    /// The claims as a map (empty when there are none).
+    pub fn map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Claims {
+    fn from(json: &str) -> Claims {
+        Claims(json.into())
+    }
+}
+
+/// The claims read from a verified token's JSON beyond the text kept: each one's value if
+/// present (`null` included), so that the checks below see exactly what was signed.
+#[derive(serde::Deserialize)]
+struct Read {
+    #[serde(default, deserialize_with = "present")]
+    sub: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    jti: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    exp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    nbf: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    iat: Option<Value>,
+}
+
+/// A member present in the JSON, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// The longest wait on a token's `exp`. `exp` is whatever u64 the issuer signed, and adding
@@ -93,6 +138,37 @@ pub struct Principal {
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 impl Principal {
+    /// The principal of a token's verified claims (jsonwebtoken checked their `exp`, `nbf`,
+    /// `iss` and `aud`): `sub` and `jti` as text (numbers printed), `exp` and `nbf` whole
+    /// seconds or the token is malformed.
+    fn read(claims: Claims, kid: Option<String>) -> Result<Principal, Error> {
+        let read: Read =
+            serde_json::from_str(&claims.0).map_err(|_| Error::InvalidToken("malformed"))?;
+        let text = |value: Option<Value>| match value {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        // jsonwebtoken takes fractional and rounds; only whole seconds are accepted here.
+        let exp = read
+            .exp
+            .as_ref()
+            .and_then(Value::as_u64)
+            .filter(|exp| *exp <= MAX_EXP)
+            .ok_or(Error::InvalidToken("malformed"))?;
+        if read.nbf.is_some_and(|nbf| nbf.as_u64().is_none()) {
+            return Err(Error::InvalidToken("malformed"));
+        }
+        Ok(Principal {
+            sub: text(read.sub),
+            jti: text(read.jti),
+            exp,
+            iat: read.iat.as_ref().and_then(Value::as_u64),
+            kid,
+            claims,
+        })
+    }
+
     /// Time left until `exp` plus `leeway` (zero once passed), at most thirty years.
     pub fn remaining(&self, leeway: Duration) -> Duration {
         UNIX_EPOCH
@@ -191,30 +267,9 @@ impl Authenticator {
                 key.ok_or(Error::InvalidToken("unknown_key"))?
             }
         };
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
+        let data = jsonwebtoken::decode::<Box<RawValue>>(token, &key.decoding, validation)
             .map_err(|error| Error::InvalidToken(failure(error.kind())))?;
-        let claims = data.claims;
-        let text = |name: &str| match claims.get(name) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        // jsonwebtoken takes fractional and rounds; only whole seconds are accepted here.
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .filter(|exp| *exp <= MAX_EXP)
-            .ok_or(Error::InvalidToken("malformed"))?;
-        if claims.get("nbf").is_some_and(|nbf| nbf.as_u64().is_none()) {
-            return Err(Error::InvalidToken("malformed"));
-        }
-        let principal = Arc::new(Principal {
-            sub: text("sub"),
-            jti: text("jti"),
-            exp,
-            kid: header.kid,
-            claims,
-        });
+        let principal = Arc::new(Principal::read(Claims(data.claims.into()), header.kid)?);
         // Only a verification that names its key can be trusted again (see the lookup above).
         if principal.kid.is_some() {
             self.cache.insert(cache_key, principal.clone());
@@ -345,16 +400,15 @@ pub fn check_lifetime(auth: &Auth, principal: &Principal) -> Result<(), Error> {
 /// the upgrade checks, and what a reload checks again for live sessions.
 pub fn check_policy(auth: &Auth, principal: &Principal) -> Result<(), Error> {
     check_lifetime(auth, principal)?;
-    check_claims(auth, &principal.claims)
+    if auth.require_claims.is_empty() {
+        return Ok(());
+    }
+    check_claims(auth, &principal.claims.map())
 }
 
 /// How long the token lives from its `iat`, or from `now` when it has none or names a later one.
 fn lifetime(principal: &Principal, now: u64) -> Duration {
-    let issued = principal
-        .claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .map_or(now, |iat| iat.min(now));
+    let issued = principal.iat.map_or(now, |iat| iat.min(now));
     Duration::from_secs(principal.exp.saturating_sub(issued))
 }
 
@@ -461,7 +515,8 @@ mod tests {
                 sub: None,
                 jti: None,
                 exp,
-                claims: Map::new(),
+                iat: None,
+                claims: Claims::default(),
                 kid: None,
             };
             assert_eq!(principal.remaining(Duration::from_secs(30)), FAR_FUTURE);
@@ -479,7 +534,8 @@ mod tests {
             sub: None,
             jti: None,
             exp: 1,
-            claims: Map::new(),
+            iat: None,
+            claims: Claims::default(),
             kid: None,
         };
         assert_eq!(past.remaining(Duration::from_secs(30)), Duration::ZERO);
@@ -490,16 +546,12 @@ mod tests {
         use crate::config::{OnExpiry, Transport};
         let principal = |exp: u64, iat: Option<Value>| {
             let mut claims = Map::new();
+            claims.insert("exp".into(), exp.into());
             if let Some(iat) = iat {
                 claims.insert("iat".into(), iat);
             }
-            Principal {
-                sub: None,
-                jti: None,
-                exp,
-                claims,
-                kid: None,
-            }
+            let json = Value::Object(claims).to_string();
+            Principal::read(Claims::from(json.as_str()), None).expect("whole-second exp")
         };
         let now = 1_000_000;
         let hour = 3600;

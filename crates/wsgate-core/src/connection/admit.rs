@@ -102,8 +102,12 @@ pub(super) async fn admit(
     let principal = authenticate(shared, state, auth, &token)
         .await
         .map_err(|error| on_route(Refusal::Auth(error)))?;
-    let identity = auth::forward_headers(auth, &principal.claims)
-        .map_err(|error| on_route(Refusal::Auth(error)))?;
+    let identity = if auth.forward_claims.is_empty() {
+        Vec::new()
+    } else {
+        auth::forward_headers(auth, &principal.claims.map())
+            .map_err(|error| on_route(Refusal::Auth(error)))?
+    };
     // Tokens without `sub` are not capped per subject (there is nothing to count them by).
     let subject = match &principal.sub {
         Some(sub) => Some(entry.subjects.acquire(sub).ok_or_else(|| {

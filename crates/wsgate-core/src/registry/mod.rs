@@ -99,6 +99,7 @@ mod tests {
             sub: Some("alice".into()),
             jti: Some("t-1".into()),
             exp: u64::MAX,
+            iat: None,
             claims: Default::default(),
             kid: None,
         });
@@ -115,6 +116,7 @@ mod tests {
             sub: Some("bob".into()),
             jti: Some("t-2".into()),
             exp: u64::MAX,
+            iat: None,
             claims: Default::default(),
             kid: None,
         });
