@@ -54,7 +54,7 @@ pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr
         timeouts: entry.route.timeouts,
         max_message_size: entry.route.limits.max_message_size,
         expires,
-        kicked: registration.kicked.clone(),
+        registered: registration.session.clone(),
         busy_poll,
         refresh: refresh::for_session(shared, &entry, &registration.session, peer),
         // Only a route with rules now pays for looking them up at each wake-up.

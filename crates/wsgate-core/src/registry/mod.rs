@@ -61,7 +61,7 @@ impl Registry {
         peer: SocketAddr,
         origin: Option<String>,
     ) -> Registration {
-        let (session, kicked) = self.sessions.insert(route, principal, peer, origin);
+        let session = self.sessions.insert(route, principal, peer, origin);
         // A revocation made between the handshake's check and this insert kicked only the
         // sessions registered then: look again now that this one is visible to `revoke`.
         if self.revocations.contains(&session.principal()) {
@@ -70,7 +70,6 @@ impl Registry {
         Registration {
             registry: self.clone(),
             session,
-            kicked,
         }
     }
 
@@ -111,7 +110,7 @@ mod tests {
         );
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
         let late = registry.register("echo", principal.clone(), peer, None);
-        assert_eq!(*late.kicked.borrow(), Some(Kick::REVOKED));
+        assert_eq!(late.session.kicked_now(), Some(Kick::REVOKED));
         let other = Arc::new(Principal {
             sub: Some("bob".into()),
             jti: Some("t-2".into()),
@@ -121,6 +120,6 @@ mod tests {
             kid: None,
         });
         let fine = registry.register("echo", other, peer, None);
-        assert_eq!(*fine.kicked.borrow(), None);
+        assert_eq!(fine.session.kicked_now(), None);
     }
 }

@@ -2,9 +2,8 @@
 //! checked by reloads, and closed from outside the relay by a [`Kick`].
 //!
 //! A session registers once after its 101 and unregisters when its [`Registration`] drops;
-//! both take a short lock, per connection, never per message. Each session holds the
-//! receiving end of a `watch` channel: whoever closes it sends a [`Kick`], which the relay's
-//! session sees the next time it is polled.
+//! both take a short lock, per connection, never per message. Whoever closes a session gives
+//! its entry a [`Kick`], which wakes the session's relay.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::revocations::Kind;
 use super::{Registry, lock, unix};
@@ -37,6 +36,15 @@ impl Kick {
     };
 }
 
+/// How a session is closed from outside: the latest kick, and the wake-up of its relay. (This
+/// was a `watch` channel, ~370 bytes a session, most of them its sharded list of waiters, for
+/// one waiter.)
+#[derive(Debug, Default)]
+struct Kicked {
+    kick: Mutex<Option<Kick>>,
+    wake: Notify,
+}
+
 /// What the registry knows of a live session.
 #[derive(Debug)]
 pub struct Session {
@@ -51,7 +59,7 @@ pub struct Session {
     pub since: SystemTime,
     /// The instance's name with a `cluster`: ids are then `<instance>:<id>` fleet-wide.
     pub instance: Option<Arc<str>>,
-    kick: watch::Sender<Option<Kick>>,
+    kicked: Kicked,
 }
 
 impl Session {
@@ -83,8 +91,30 @@ impl Session {
         self.principal.store(principal);
     }
 
+    /// Closes the session with `kick` (a later kick replaces one its relay has not seen yet).
     pub(crate) fn kick(&self, kick: Kick) {
-        self.kick.send_replace(Some(kick));
+        *lock(&self.kicked.kick) = Some(kick);
+        self.kicked.wake.notify_waiters();
+    }
+
+    /// The kick the session was given, if any.
+    pub fn kicked_now(&self) -> Option<Kick> {
+        *lock(&self.kicked.kick)
+    }
+
+    /// Completes when the session is kicked (at once if it was already).
+    pub async fn kicked(&self) -> Kick {
+        loop {
+            let woken = self.kicked.wake.notified();
+            let mut woken = std::pin::pin!(woken);
+            // Registered as a waiter before looking, so a kick between the look and the wait
+            // still wakes it.
+            woken.as_mut().enable();
+            if let Some(kick) = self.kicked_now() {
+                return kick;
+            }
+            woken.await;
+        }
     }
 
     /// True when the session's token carries `value` as its `kind` claim.
@@ -97,7 +127,6 @@ impl Session {
 pub struct Registration {
     pub(super) registry: Arc<Registry>,
     pub session: Arc<Session>,
-    pub kicked: watch::Receiver<Option<Kick>>,
 }
 
 impl Drop for Registration {
@@ -152,15 +181,14 @@ impl Sessions {
         lock(&self.table).get(&id).cloned()
     }
 
-    /// Adds a session with a fresh id; returns it and the receiving end of its kicks.
+    /// Adds a session with a fresh id.
     pub(super) fn insert(
         &self,
         route: &str,
         principal: Arc<Principal>,
         peer: SocketAddr,
         origin: Option<String>,
-    ) -> (Arc<Session>, watch::Receiver<Option<Kick>>) {
-        let (kick, kicked) = watch::channel(None);
+    ) -> Arc<Session> {
         let session = Arc::new(Session {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             route: route.to_owned(),
@@ -169,11 +197,11 @@ impl Sessions {
             origin,
             since: SystemTime::now(),
             instance: self.instance.clone(),
-            kick,
+            kicked: Kicked::default(),
         });
         lock(&self.table).insert(session.id, session.clone());
         self.touch(session.id);
-        (session, kicked)
+        session
     }
 
     fn remove(&self, id: u64) {

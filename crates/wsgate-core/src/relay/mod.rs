@@ -52,7 +52,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +62,7 @@ use crate::config::Timeouts;
 use crate::messages::Rules;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::MessageLimits;
-use crate::registry::Kick;
+use crate::registry;
 
 /// The payload of the proxy's pings; the client's pong with it goes no further.
 const KEEPALIVE: &[u8] = b"wsgate";
@@ -80,8 +79,9 @@ pub(crate) struct Policy {
     pub max_message_size: usize,
     /// When the token expires (`None` with `on_expiry: ignore`).
     pub expires: Option<Instant>,
-    /// Set from outside (revocation, reload) to close the session.
-    pub kicked: watch::Receiver<Option<Kick>>,
+    /// The session's registry entry, through which it is closed from outside (revocation,
+    /// reload, the admin API).
+    pub registered: Arc<registry::Session>,
     /// `listen.busy_poll` (zero: never).
     pub busy_poll: Duration,
     /// In-band refresh (`auth.refresh: message`).
@@ -162,26 +162,13 @@ where
     async move {
         let entered = relaying.enter();
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
-        let mut kick = std::pin::pin!(kicked(policy.kicked.clone()));
+        let mut kick = std::pin::pin!(policy.registered.kicked());
         std::future::poll_fn(|cx| session.poll(cx, cancelled.as_mut(), kick.as_mut())).await;
         session.report();
         drop(entered);
         // The closing handshake is done (or timed out): end both connections, in place.
         drop(tokio::time::timeout(Duration::from_secs(1), session.goodbye()).await);
         session.outcome()
-    }
-}
-
-/// Completes when the session is kicked from outside.
-async fn kicked(mut receiver: watch::Receiver<Option<Kick>>) -> Kick {
-    loop {
-        if let Some(kick) = *receiver.borrow_and_update() {
-            return kick;
-        }
-        if receiver.changed().await.is_err() {
-            // The registry is gone: nobody can kick any more.
-            return std::future::pending().await;
-        }
     }
 }
 
@@ -226,14 +213,24 @@ mod tests {
         let cancelled = shutdown.clone();
         let session = tokio::spawn(async move {
             let metrics = Arc::new(Metrics::new()).route("test");
-            let (_kick, kicked) = watch::channel(None);
+            let registry = Arc::new(registry::Registry::default());
+            let principal = crate::auth::Principal {
+                sub: None,
+                jti: None,
+                exp: u64::MAX,
+                iat: None,
+                claims: Default::default(),
+                kid: None,
+            };
+            let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+            let registration = registry.register("test", Arc::new(principal), peer, None);
             let limits = Limits::default();
             let policy = Policy {
                 limits: MessageLimits::new(&limits),
                 timeouts,
                 max_message_size: limits.max_message_size,
                 expires: None,
-                kicked,
+                registered: registration.session.clone(),
                 busy_poll: Duration::ZERO,
                 refresh: None,
                 rules: None,
