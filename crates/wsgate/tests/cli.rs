@@ -207,12 +207,24 @@ async fn sigterm_drains_sessions_with_1001_and_exits_0() {
     assert_eq!(status.code(), Some(0));
     // Every line of the JSON log is JSON, and the session's access log line is there.
     let mut rest = String::new();
+    let mut closed = None;
     while let Some(line) = within(logs.next_line()).await.expect("read log") {
-        assert!(line.starts_with('{'), "not JSON: {line}");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        if json["fields"]["message"] == "session closed" {
+            closed = Some(json);
+        }
         rest.push_str(&line);
     }
     assert!(
         rest.contains("session closed") && rest.contains(r#""code":1001"#),
         "{rest}"
     );
+    // The access line is inside the connection's span, made again for it after the session
+    // let the handshake's go: the same peer and route, and the session's id.
+    let closed = closed.unwrap_or_else(|| panic!("no access line: {rest}"));
+    let span = &closed["span"];
+    assert_eq!(span["name"], "connection", "{closed}");
+    assert_eq!(span["peer"], closed["fields"]["peer"], "{closed}");
+    assert_eq!(span["route"], closed["fields"]["route"], "{closed}");
+    assert!(span["session"].as_u64().is_some_and(|id| id > 0), "{closed}");
 }

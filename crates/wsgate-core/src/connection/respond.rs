@@ -86,11 +86,7 @@ pub(super) async fn answer(
             origin,
             marker_offered,
         }) => {
-            let span = Span::current();
-            span.record("route", entry.route.name.as_str());
-            if let Some(sub) = principal.sub.as_ref().filter(|_| !span.is_disabled()) {
-                span.record("sub", access_log::logged_path(sub));
-            }
+            super::record_admitted(&Span::current(), &entry.route.name, principal.sub.as_deref());
             // A browser that offered the marker needs a subprotocol in the 101; the token
             // entry is never echoed.
             let protocol = protocol.or_else(|| {

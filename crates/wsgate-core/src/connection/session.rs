@@ -17,9 +17,9 @@ use crate::ratelimit::MessageLimits;
 use crate::relay;
 use crate::shared::Shared;
 
-/// `span` is the connection's: the session records its id in it and logs inside it, but the
-/// relay runs outside it (see [`super::run`]).
-pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr, span: &Span) {
+/// `span` is the connection's: the session logs its start inside it and lets it go; the relay
+/// runs outside it, and the closing line is logged inside [`super::session_span`].
+pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr, span: Span) {
     let Pending {
         entry,
         principal,
@@ -44,7 +44,8 @@ pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr
     let registration = shared
         .registry
         .register(route, principal.clone(), peer, origin);
-    span.record("session", registration.session.id);
+    let id = registration.session.id;
+    drop(span);
     // A reload that swapped the configuration after the request was judged listed the live
     // sessions before this one was among them: apply its verdict here.
     shared.current.recheck(&judged, &registration.session);
@@ -78,7 +79,8 @@ pub(super) async fn run(shared: &Arc<Shared>, pending: Pending, peer: SocketAddr
     entry.metrics.closed(outcome.code, lasted);
     // A subject is the issuer's text: written like a path, so no token-shaped text gets out.
     let sub = access_log::logged_path(principal.sub.as_deref().unwrap_or(""));
-    span.in_scope(|| access_log::closed(peer, route, &sub, &outcome, lasted));
+    super::session_span(peer, route, principal.sub.as_deref(), id)
+        .in_scope(|| access_log::closed(peer, route, &sub, &outcome, lasted));
 }
 
 /// The socket under hyper's upgrade wrapper (hyper hands back the type it was given), so the
