@@ -125,7 +125,8 @@ impl ResolvesServerCert for Sni {
 pub struct Stream {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
-    /// `incoming[..received]`: ciphertext not processed yet.
+    /// `incoming[..received]`: ciphertext not processed yet (and beyond it, room a busy-polling
+    /// read initialized).
     incoming: Vec<u8>,
     received: usize,
     /// `plain[taken..]`: decrypted and not read yet.
@@ -380,10 +381,20 @@ impl Stream {
                 "TLS record too large",
             )));
         }
-        if self.incoming.len() < at + READ_SIZE {
-            self.incoming.resize(at + READ_SIZE, 0);
+        // Room a busy-polling read left initialized is used first; otherwise the read goes
+        // into spare capacity, unzeroed, with room for a whole record the first time (so a
+        // 16 KiB record is one read, not a chain of grown and copied buffers).
+        if self.incoming.len() - at < READ_SIZE {
+            self.incoming.truncate(at);
         }
-        let read = self.tcp.try_read(&mut self.incoming[at..]);
+        let read = if self.incoming.len() > at {
+            self.tcp.try_read(&mut self.incoming[at..])
+        } else {
+            if self.incoming.capacity() - at < READ_SIZE {
+                self.incoming.reserve(MAX_RECORD);
+            }
+            self.tcp.try_read_buf(&mut self.incoming)
+        };
         match read {
             Ok(n) => {
                 self.received += n;
@@ -450,14 +461,15 @@ impl Stream {
     }
 }
 
-/// Removes the first `n` of `buf[..*len]`, and lets the buffer go once it is empty.
+/// Removes the first `n` of `buf[..*len]`. An emptied buffer keeps its room for the next read;
+/// it is let go when the stream waits (`release_incoming`).
 fn drop_front(buf: &mut Vec<u8>, len: &mut usize, n: usize) {
     if n == 0 {
         return;
     }
     if n >= *len {
         *len = 0;
-        *buf = Vec::new();
+        buf.clear();
     } else {
         buf.copy_within(n..*len, 0);
         *len -= n;
