@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::{CipherSuite, ServerConfig};
 
 mod stream;
 
@@ -81,15 +81,31 @@ impl Identity {
 
     /// Builds the rustls configuration for the public listener.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        // AES-128-GCM first, and the server's order decides: RFC 8446's mandatory suite, first
+        // in Mozilla's "modern" profile. Its SHA-256 key schedule runs on the CPU's SHA
+        // instructions where aws-lc's SHA-384 has none on this hardware (7 % of a handshake's
+        // CPU, perf), and its AES takes 10 rounds to AES-256's 14 on every record. Every other
+        // suite stays, for clients that offer nothing else.
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| !AES_128_GCM.contains(&suite.suite()));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.ignore_client_order = true;
         Ok(Arc::new(config))
     }
 }
+
+/// The AES-128-GCM suites, preferred in this order's place (see [`Identity::server_config`]).
+const AES_128_GCM: [CipherSuite; 3] = [
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
 
 /// The certificate's `notAfter`, read straight from its DER (Certificate -> TBSCertificate ->
 /// Validity); `None` if it cannot be read.

@@ -607,6 +607,11 @@ mod tests {
     async fn data_both_ways_and_no_buffer_held_between_messages() {
         let (mut server, mut client) = pair().await;
         assert_eq!(server.server_name(), Some("localhost"));
+        // The client (rustls's defaults) offers AES-256-GCM first; the server's order decides.
+        assert_eq!(
+            client.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
         for size in [1, 64, 20_000, 100_000] {
             let message = vec![b'x'; size];
             client.write_all(&message).await.expect("client write");
