@@ -226,5 +226,8 @@ async fn sigterm_drains_sessions_with_1001_and_exits_0() {
     assert_eq!(span["name"], "connection", "{closed}");
     assert_eq!(span["peer"], closed["fields"]["peer"], "{closed}");
     assert_eq!(span["route"], closed["fields"]["route"], "{closed}");
-    assert!(span["session"].as_u64().is_some_and(|id| id > 0), "{closed}");
+    assert!(
+        span["session"].as_u64().is_some_and(|id| id > 0),
+        "{closed}"
+    );
 }

@@ -86,7 +86,11 @@ pub(super) async fn answer(
             origin,
             marker_offered,
         }) => {
-            super::record_admitted(&Span::current(), &entry.route.name, principal.sub.as_deref());
+            super::record_admitted(
+                &Span::current(),
+                &entry.route.name,
+                principal.sub.as_deref(),
+            );
             // A browser that offered the marker needs a subprotocol in the 101; the token
             // entry is never echoed.
             let protocol = protocol.or_else(|| {

@@ -609,7 +609,11 @@ mod tests {
         assert_eq!(server.server_name(), Some("localhost"));
         // The client (rustls's defaults) offers AES-256-GCM first; the server's order decides.
         assert_eq!(
-            client.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+            client
+                .get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .map(|s| s.suite()),
             Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
         );
         for size in [1, 64, 20_000, 100_000] {
